@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every BPF map of hepbpf. BPF only.
+ *
+ * Writers and readers: the loader writes the policy maps once per policy
+ * from the compiler's MapImage (loader/maps.py, names in loader/mapnames.py);
+ * the datapath only reads them. Counters are written per packet and summed
+ * by the loader. Sizes marked "loader" are set between open and load from
+ * the MapImage; the number here is a placeholder. Everything is pinned under
+ * /sys/fs/bpf/hepbpf/<iface>/ by `hepbpf attach`.
+ */
+#ifndef HEPBPF_MAPS_H
+#define HEPBPF_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "hepbpf_abi.h"
+
+/* hep_addr4_v1: IPv4 address classes.
+ * key:   struct hep_lpm4_key {chain, side} exact, address by prefix
+ * value: __u32 class id into hep_class_v1
+ * size:  loader: one entry per distinct CIDR per scope, plus the /0s */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct hep_lpm4_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} hep_addr4_v1 SEC(".maps");
+
+/* hep_addr6_v1: IPv6 address classes; as hep_addr4_v1 with 128-bit keys. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct hep_lpm6_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} hep_addr6_v1 SEC(".maps");
+
+/* hep_proto_v1: protocol classes, or where a protocol's port table starts.
+ * key:   (chain * HEP_SIDE_MAX + side) * HEP_PROTO_SPACE + protocol
+ * value: struct hep_proto_ent
+ * size:  fixed, every (chain, side, protocol) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_proto_ent);
+	__uint(max_entries, HEP_CHAIN_MAX * HEP_SIDE_MAX * HEP_PROTO_SPACE);
+} hep_proto_v1 SEC(".maps");
+
+/* hep_port_v1: port (or ICMP type << 8 | code) classes.
+ * key:   hep_proto_ent.port_base + port
+ * value: __u32 class id
+ * size:  loader: HEP_PORT_SPACE per protocol table (an array lookup costs
+ *        a few ns where an LPM over port ranges costs tens) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} hep_port_v1 SEC(".maps");
+
+/* hep_class_v1: the rule bit vector of each class.
+ * key:   __u32 class id
+ * value: struct hep_class + nwords * __u64; no BTF value type, so the
+ *        loader can size it to the policy (value_size = 8 + 8 * nwords)
+ * size:  loader: number of distinct vectors */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct hep_class) + 8);
+	__uint(max_entries, 1);
+} hep_class_v1 SEC(".maps");
+
+/* hep_slot_v1: what each rule slot does.
+ * key:   chain * hep_config.slot_stride + slot
+ * value: struct hep_slot
+ * size:  loader: HEP_CHAIN_MAX * slot_stride */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_slot);
+	__uint(max_entries, 1);
+} hep_slot_v1 SEC(".maps");
+
+/* hep_rulestat_v1: packets and bytes decided by each slot.
+ * key:   chain * slot_stride + slot; value: struct hep_stats, per CPU
+ * writer: datapath; reader: loader (status). size: as hep_slot_v1 */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_stats);
+	__uint(max_entries, 1);
+} hep_rulestat_v1 SEC(".maps");
+
+/* hep_reasons_v1: packets and bytes per (chain, reason).
+ * key:   chain * HEP_REASON_MAX + reason; value: struct hep_stats, per CPU
+ * writer: datapath; reader: loader. size: fixed */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_stats);
+	__uint(max_entries, HEP_CHAIN_MAX * HEP_REASON_MAX);
+} hep_reasons_v1 SEC(".maps");
+
+/* hep_trace_v1: the last verdict on this CPU, only when hep_config.trace
+ * (explain --kernel runs one packet at a time through BPF_PROG_TEST_RUN).
+ * key: 0; value: struct hep_verdict; writer: datapath; reader: loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_verdict);
+	__uint(max_entries, 1);
+} hep_trace_v1 SEC(".maps");
+
+#endif /* HEPBPF_MAPS_H */

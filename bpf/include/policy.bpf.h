@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* struct hep_flow -> struct hep_verdict, by map lookups only. BPF only.
+ *
+ * The compiler numbers a chain's rules into slots, in Calico order
+ * (failsafes, then tiers and their policies, end-of-tier denies, profiles,
+ * and a final no-profile deny that matches everything). Each packet field
+ * maps to a class whose bit vector says which slots admit it:
+ *
+ *   source address   -> hep_addr{4,6}_v1 (LPM)  -> class A
+ *   dest address     -> hep_addr{4,6}_v1 (LPM)  -> class B
+ *   protocol + dport -> hep_proto_v1, hep_port_v1 -> class C
+ *   protocol + sport -> hep_proto_v1, hep_port_v1 -> class D
+ *
+ * The first set bit of A & B & C & D is the first rule that matches. A Pass
+ * slot moves the search to the first slot of the next tier, so the work is
+ * a fixed number of lookups plus one scan over at most nwords words per
+ * tier passed: never a walk over rules.
+ */
+#ifndef HEPBPF_POLICY_BPF_H
+#define HEPBPF_POLICY_BPF_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "hepbpf_abi.h"
+#include "maps.h"
+
+const volatile struct hep_config hep_cfg = {
+	.nwords = 1,
+	.slot_stride = 64,
+};
+
+struct hep_vectors {
+	const struct hep_class *v[4];
+	__u32 lo;
+	__u32 hi;
+};
+
+static __always_inline __u32 hep_addr_class(const struct hep_flow *f, __u8 chain,
+					    __u8 side)
+{
+	__u32 *klass;
+
+	if (f->family == HEP_FAMILY_V4) {
+		struct hep_lpm4_key k = {
+			.prefixlen = HEP_SCOPE_BITS + 32,
+			.chain = chain,
+			.side = side,
+			.addr = side == HEP_SIDE_SRC ? f->saddr.v4 : f->daddr.v4,
+		};
+
+		klass = bpf_map_lookup_elem(&hep_addr4_v1, &k);
+	} else {
+		struct hep_lpm6_key k = {
+			.prefixlen = HEP_SCOPE_BITS + 128,
+			.chain = chain,
+			.side = side,
+		};
+
+		__builtin_memcpy(k.addr, side == HEP_SIDE_SRC ? f->saddr.v6 : f->daddr.v6, 16);
+		klass = bpf_map_lookup_elem(&hep_addr6_v1, &k);
+	}
+	return klass ? *klass : ~0U;
+}
+
+static __always_inline __u32 hep_l4_class(const struct hep_flow *f, __u8 chain, __u8 side)
+{
+	__u32 key = (chain * HEP_SIDE_MAX + side) * HEP_PROTO_SPACE + f->proto;
+	struct hep_proto_ent *pe = bpf_map_lookup_elem(&hep_proto_v1, &key);
+	__u32 *klass;
+
+	if (!pe)
+		return ~0U;
+	if (pe->port_base == HEP_NO_PORT_TABLE)
+		return pe->klass;
+	key = pe->port_base + (side == HEP_SIDE_SRC ? f->sport : f->dport);
+	klass = bpf_map_lookup_elem(&hep_port_v1, &key);
+	return klass ? *klass : ~0U;
+}
+
+/* Returns: 0 with all four vectors and the common word range, or -1. */
+static __always_inline int hep_load_vectors(const struct hep_flow *f, __u8 chain,
+					    struct hep_vectors *vs)
+{
+	__u32 ids[4] = {
+		hep_addr_class(f, chain, HEP_SIDE_SRC),
+		hep_addr_class(f, chain, HEP_SIDE_DST),
+		hep_l4_class(f, chain, HEP_SIDE_DST),
+		hep_l4_class(f, chain, HEP_SIDE_SRC),
+	};
+	int i;
+
+	vs->lo = 0;
+	vs->hi = hep_cfg.nwords - 1;
+	for (i = 0; i < 4; i++) {
+		const struct hep_class *c = bpf_map_lookup_elem(&hep_class_v1, &ids[i]);
+
+		if (!c)
+			return -1;
+		vs->v[i] = c;
+		if (c->lo > vs->lo)
+			vs->lo = c->lo;
+		if (c->hi < vs->hi)
+			vs->hi = c->hi;
+	}
+	return 0;
+}
+
+/* Index of the lowest set bit; x != 0. BPF has no ctz instruction (and
+ * clang 14 crashes lowering __builtin_ctzll), so: a 6-step binary search. */
+static __always_inline __u32 hep_ctz64(__u64 x)
+{
+	__u32 n = 0;
+
+	x &= -x;	/* keep the lowest set bit only */
+	if (!(x & 0x00000000ffffffffULL)) n += 32;
+	if (!(x & 0x0000ffff0000ffffULL)) n += 16;
+	if (!(x & 0x00ff00ff00ff00ffULL)) n += 8;
+	if (!(x & 0x0f0f0f0f0f0f0f0fULL)) n += 4;
+	if (!(x & 0x3333333333333333ULL)) n += 2;
+	if (!(x & 0x5555555555555555ULL)) n += 1;
+	return n;
+}
+
+/* Returns: the first slot >= from admitted by all four vectors, or ~0. */
+static __always_inline __u32 hep_first_match(const struct hep_vectors *vs, __u32 from)
+{
+	__u32 w = from / 64;
+	__u64 mask = ~0ULL << (from % 64);
+	__u32 i;
+
+	if (w < vs->lo) {
+		w = vs->lo;
+		mask = ~0ULL;
+	}
+	for (i = 0; i < HEP_MAX_WORDS; i++) {
+		__u64 x;
+
+		/* verifier: bound w by the rodata word count, which the verifier
+		 * knows, so w[] stays inside the loader-sized value. */
+		if (w > vs->hi || w >= hep_cfg.nwords || w >= HEP_MAX_WORDS)
+			break;
+		x = vs->v[0]->w[w] & vs->v[1]->w[w] & vs->v[2]->w[w] & vs->v[3]->w[w];
+		x &= mask;
+		if (x)
+			return w * 64 + hep_ctz64(x);
+		mask = ~0ULL;
+		w++;
+	}
+	return ~0U;
+}
+
+/* Judge one flow on one chain. Always sets exactly one reason. */
+static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain,
+				       struct hep_verdict *v)
+{
+	struct hep_vectors vs;
+	__u32 from = 0;
+	int hop;
+
+	v->chain = chain;
+	v->slot = ~0U;
+	v->verdict = HEP_VERDICT_DENY;
+	v->reason = HEP_REASON_INTERNAL_MISS;
+	if (!hep_cfg.has_policy) {
+		v->verdict = HEP_VERDICT_ALLOW;
+		v->reason = HEP_REASON_NO_POLICY;
+		return;
+	}
+	if (hep_load_vectors(f, chain, &vs))
+		return;
+	for (hop = 0; hop < HEP_MAX_HOPS; hop++) {
+		__u32 slot = hep_first_match(&vs, from);
+		__u32 key = chain * hep_cfg.slot_stride + slot;
+		struct hep_slot *s;
+
+		if (slot == ~0U)
+			return;		/* the final catch-all is missing: a bug */
+		s = bpf_map_lookup_elem(&hep_slot_v1, &key);
+		if (!s)
+			return;
+		if (s->action == HEP_ACTION_PASS) {
+			from = s->next;
+			continue;
+		}
+		v->slot = slot;
+		v->verdict = s->action == HEP_ACTION_ALLOW ? HEP_VERDICT_ALLOW
+							   : HEP_VERDICT_DENY;
+		v->reason = s->reason;
+		return;
+	}
+}
+
+#endif /* HEPBPF_POLICY_BPF_H */
