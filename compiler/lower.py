@@ -1,0 +1,416 @@
+"""Lower pass: ChainViews -> MapImage (the contents of every policy map).
+
+Before: one resolved ``ChainView`` per chain (only ingress for now).
+After: a ``MapImage`` in which
+
+* each chain's decisions are numbered slots, in evaluation order: failsafes,
+  every non-Log rule of every applicable policy tier by tier, an end-of-tier
+  deny after each normal tier whose default action is Deny, a catch-all
+  allow for the default-allow profile, and a final catch-all deny - so every
+  packet matches at least one slot;
+* every packet field is partitioned into classes: an address class per LPM
+  entry (scoped by chain, side and family; every scope has a /0), a protocol
+  class or a 65536-entry port table per (chain, side, protocol);
+* each class carries the bit vector of the slots its values admit, so a slot
+  matches a packet iff its bit is set in all four of the packet's classes;
+* vectors are deduplicated; class 0 is the empty vector.
+
+Log rules take no slot: they never decide (they are reported by the
+reference evaluator; kernel Log events come with the event stream).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .diagnostics import PolicyError, Diagnostic
+from .ir import ICMP_PROTOCOLS, INGRESS, IPNetwork, PortRange, Rule
+from .mapimage import (
+    CHAINS,
+    SIDE_DST,
+    SIDE_SRC,
+    AddrEntry,
+    MapImage,
+    PortSegment,
+    ProtoEntry,
+    SlotEntry,
+)
+from .packet import ICMP, PORTED
+from .reasons import REASONS
+from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, peer_selected
+
+MAX_WORDS = 256  # enum hep_limits HEP_MAX_WORDS
+MAX_HOPS = 16  # HEP_MAX_HOPS: Pass hops, so tiers per chain
+FULL = ((0, 65535),)
+_FAILSAFE_PROTO = {"tcp": 6, "udp": 17}
+
+
+@dataclass(frozen=True, slots=True)
+class SideMatch:
+    """Address constraints on one side. ``pos`` lists must each contain the
+    address (nets; a selector's IP set); ``neg`` lists must not."""
+
+    pos: tuple[tuple[IPNetwork, ...], ...] = ()
+    neg: tuple[tuple[IPNetwork, ...], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A slot's predicate, per packet field. Ports are tuples of inclusive
+    (lo, hi); ``None`` means no constraint."""
+
+    families: frozenset[int]
+    src: SideMatch
+    dst: SideMatch
+    protocol: int | None = None
+    not_protocol: int | None = None
+    icmp: tuple[int | None, int | None] | None = None
+    not_icmp: tuple[int | None, int | None] | None = None
+    dports: tuple[tuple[int, int], ...] | None = None
+    not_dports: tuple[tuple[int, int], ...] | None = None
+    sports: tuple[tuple[int, int], ...] | None = None
+    not_sports: tuple[tuple[int, int], ...] | None = None
+
+
+CATCH_ALL = Match(frozenset({4, 6}), SideMatch(), SideMatch())
+
+
+@dataclass(slots=True)
+class _Slot:
+    match: Match
+    entry: SlotEntry
+
+
+def lower(views: dict[int, ChainView]) -> MapImage:
+    """``views``: chain number -> ChainView (HEP_CHAIN_INGRESS = 0)."""
+    has_policy = any(v.hep is not None for v in views.values())
+    chains = {c: _slots(c, v) for c, v in views.items() if v.hep is not None}
+    nslots = max((len(s) for s in chains.values()), default=1)
+    nwords = max(1, -(-nslots // 64))
+    if nwords > MAX_WORDS:
+        raise PolicyError(Diagnostic(next(iter(views.values())).hep.span, "", None,
+                                     f"policy needs {nslots} rule slots; at most {MAX_WORDS * 64} "
+                                     f"per direction are supported"))
+    classes = _Classes()
+    addr: list[AddrEntry] = []
+    proto: list[ProtoEntry] = []
+    ports: list[PortSegment] = []
+    ntables = 0
+    for chain in CHAINS:
+        slots = chains.get(chain, [])
+        matches = [s.match for s in slots]
+        for side in (SIDE_SRC, SIDE_DST):
+            for fam in (4, 6):
+                for net, vec in _addr_classes(matches, side, fam):
+                    addr.append(AddrEntry(chain, side, net, classes.id(vec)))
+            for p, segs in _l4_classes(matches, side):
+                if len(segs) == 1:
+                    proto.append(ProtoEntry(chain, side, p, classes.id(segs[0][2]), None))
+                    continue
+                proto.append(ProtoEntry(chain, side, p, 0, ntables))
+                ports.extend(PortSegment(ntables, lo, hi, classes.id(v)) for lo, hi, v in segs)
+                ntables += 1
+    entries = tuple(s.entry for c in sorted(chains) for s in chains[c])
+    names = ("",) + tuple(sorted({e.policy for e in entries if e.policy}))
+    return MapImage(
+        nwords=nwords,
+        has_policy=has_policy,
+        addr=tuple(addr),
+        proto=tuple(proto),
+        port_tables=ntables,
+        ports=tuple(ports),
+        classes=classes.vectors(),
+        slots=entries,
+        policy_names=names,
+    )
+
+
+class _Classes:
+    def __init__(self):
+        self._ids: dict[int, int] = {0: 0}
+
+    def id(self, vec: int) -> int:
+        return self._ids.setdefault(vec, len(self._ids))
+
+    def vectors(self) -> tuple[int, ...]:
+        return tuple(sorted(self._ids, key=self._ids.__getitem__))
+
+
+# --- slots -------------------------------------------------------------------
+
+def _slots(chain: int, view: ChainView) -> list[_Slot]:
+    out: list[_Slot] = []
+
+    def add(match: Match, action: str, reason: str, **meta) -> _Slot:
+        s = _Slot(match, SlotEntry(chain, len(out), action, REASONS[reason], 0, **meta))
+        out.append(s)
+        return s
+
+    for i, fs in enumerate(view.failsafes):
+        add(_failsafe_match(fs, view.direction), "Allow", "failsafe", stage="failsafe", rule=i)
+    tiers_with_pass = 0
+    for tv in view.tiers:
+        passes = []
+        for pol in tv.policies:
+            for rule in pol.rules(view.direction):
+                if rule.action == "Log":
+                    continue
+                m = _rule_match(rule, view.peers)
+                if m is None:
+                    continue  # can never match (e.g. selector with no peers)
+                reason = {"Allow": "rule-allow", "Deny": "rule-deny", "Pass": "rule-allow"}[rule.action]
+                s = add(m, rule.action, reason, stage=tv.stage, tier=tv.tier.name, policy=pol.name,
+                        rule=rule.index)
+                if rule.action == "Pass":
+                    passes.append(s)
+        if tv.stage == "normal" and tv.tier.default_action == "Deny":
+            add(CATCH_ALL, "Deny", "end-of-tier", stage=tv.stage, tier=tv.tier.name)
+        for s in passes:
+            s.entry = s.entry.with_next(len(out))
+        tiers_with_pass += bool(passes)
+    if tiers_with_pass > MAX_HOPS:
+        raise PolicyError(Diagnostic(view.hep.span, "", None,
+                                     f"{tiers_with_pass} tiers with Pass rules apply; at most {MAX_HOPS} "
+                                     f"are supported"))
+    if DEFAULT_ALLOW_PROFILE in view.profiles:
+        add(CATCH_ALL, "Allow", "profile-allow", stage="profile", policy=DEFAULT_ALLOW_PROFILE)
+    add(CATCH_ALL, "Deny", "no-profile", stage="profile")
+    return out
+
+
+def _failsafe_match(fs, direction: str) -> Match:
+    fams = frozenset({fs.net.version}) if fs.net is not None else frozenset({4, 6})
+    nets = SideMatch(pos=((fs.net,),)) if fs.net is not None else SideMatch()
+    port = ((fs.port, fs.port),)
+    if direction == INGRESS:
+        return Match(fams, nets, SideMatch(), protocol=_FAILSAFE_PROTO[fs.protocol], dports=port)
+    return Match(fams, SideMatch(), nets, protocol=_FAILSAFE_PROTO[fs.protocol], dports=port)
+
+
+def _ranges(ports) -> tuple[tuple[int, int], ...] | None:
+    if not ports:
+        return None
+    return tuple((p.lo, p.hi) for p in ports if isinstance(p, PortRange))
+
+
+def _side(ent, peers: tuple[Peer, ...]) -> SideMatch | None:
+    pos, neg = [], []
+    if ent.nets:
+        pos.append(ent.nets)
+    if ent.not_nets:
+        neg.append(ent.not_nets)
+    if ent.selector is not None or ent.namespace_selector is not None:
+        ipset = tuple(n for p in peers if peer_selected(ent, p) for n in p.nets)
+        if not ipset:
+            return None
+        pos.append(ipset)
+    if ent.not_selector is not None:
+        ipset = tuple(n for p in peers if ent.not_selector.evaluate(p.label_map()) for n in p.nets)
+        if ipset:
+            neg.append(ipset)
+    return SideMatch(tuple(pos), tuple(neg))
+
+
+def _rule_match(rule: Rule, peers: tuple[Peer, ...]) -> Match | None:
+    fams = {4, 6}
+    if rule.ip_version is not None:
+        fams &= {rule.ip_version}
+    if rule.protocol is not None and rule.protocol.number in ICMP_PROTOCOLS:
+        fams &= {ICMP_PROTOCOLS[rule.protocol.number]}
+    for nets in (rule.source.nets, rule.source.not_nets, rule.destination.nets, rule.destination.not_nets):
+        if nets:
+            fams &= {n.version for n in nets}
+    src, dst = _side(rule.source, peers), _side(rule.destination, peers)
+    if not fams or src is None or dst is None:
+        return None
+    icmp = lambda m: None if m is None else (m.type, m.code)  # noqa: E731
+    return Match(
+        frozenset(fams), src, dst,
+        protocol=rule.protocol.number if rule.protocol else None,
+        not_protocol=rule.not_protocol.number if rule.not_protocol else None,
+        icmp=icmp(rule.icmp), not_icmp=icmp(rule.not_icmp),
+        dports=_ranges(rule.destination.ports), not_dports=_ranges(rule.destination.not_ports),
+        sports=_ranges(rule.source.ports), not_sports=_ranges(rule.source.not_ports),
+    )
+
+
+# --- address classes ----------------------------------------------------------
+
+def _addr_classes(matches: list[Match], side: int, fam: int) -> list[tuple[IPNetwork, int]]:
+    """LPM entries for one (side, family) scope, each with the vector of the
+    slots admitting the addresses whose longest match it is.
+
+    CIDRs form a laminar family (two prefixes nest or are disjoint), so the
+    addresses whose longest match is C are inside exactly C and its
+    ancestors. A depth-first walk in (address, length) order keeps, per slot,
+    how many of its positive lists and negative lists are hit on the path;
+    entering or leaving a CIDR touches only the slots whose lists hold it."""
+    root = ipaddress.ip_network("0.0.0.0/0" if fam == 4 else "::/0")
+    need: list[int] = []
+    have: list[int] = []
+    negs: list[int] = []
+    lists: dict[frozenset, int] = {}
+    users: list[list[tuple[int, bool]]] = []
+    vec = 0
+    for s, m in enumerate(matches):
+        sm = m.src if side == SIDE_SRC else m.dst
+        eligible = fam in m.families
+        pos = [frozenset(n for n in l if n.version == fam) for l in sm.pos]
+        neg = [frozenset(n for n in l if n.version == fam) for l in sm.neg]
+        if not eligible or any(not l for l in pos):
+            need.append(-1)  # never satisfiable in this family
+            have.append(0)
+            negs.append(0)
+            continue
+        need.append(len(pos))
+        have.append(0)
+        negs.append(0)
+        for l, positive in [(l, True) for l in pos] + [(l, False) for l in neg if l]:
+            lid = lists.setdefault(l, len(lists))
+            if lid == len(users):
+                users.append([])
+            users[lid].append((s, positive))
+        if not pos:
+            vec |= 1 << s
+    members: dict[IPNetwork, list[int]] = defaultdict(list)
+    for l, lid in lists.items():
+        for n in l:
+            members[n].append(lid)
+    count = [0] * len(lists)
+
+    def touch(lid: int, delta: int) -> None:
+        nonlocal vec
+        count[lid] += delta
+        if count[lid] != (1 if delta > 0 else 0):
+            return  # the list was already hit (or still is) on this path
+        for s, positive in users[lid]:
+            before = have[s] == need[s] and negs[s] == 0
+            if positive:
+                have[s] += delta
+            else:
+                negs[s] += delta
+            if before != (have[s] == need[s] and negs[s] == 0):
+                vec ^= 1 << s
+
+    out: list[tuple[IPNetwork, int]] = []
+    if root not in members:
+        out.append((root, vec))
+    stack: list[IPNetwork] = []
+    for net in sorted(members, key=lambda n: (int(n.network_address), n.prefixlen)):
+        while stack and not net.subnet_of(stack[-1]):
+            for lid in members[stack.pop()]:
+                touch(lid, -1)
+        for lid in members[net]:
+            touch(lid, +1)
+        stack.append(net)
+        out.append((net, vec))
+    return out
+
+
+# --- protocol and port classes --------------------------------------------------
+
+def _complement(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    out, at = [], 0
+    for lo, hi in sorted(ranges):
+        if lo > at:
+            out.append((at, lo - 1))
+        at = max(at, hi + 1)
+    if at <= 65535:
+        out.append((at, 65535))
+    return tuple(out)
+
+
+def _intersect(a, b):
+    out = []
+    for alo, ahi in a:
+        for blo, bhi in b:
+            lo, hi = max(alo, blo), min(ahi, bhi)
+            if lo <= hi:
+                out.append((lo, hi))
+    return tuple(sorted(out))
+
+
+def _icmp_ranges(m) -> tuple[tuple[int, int], ...]:
+    t, c = m
+    if t is None:
+        return FULL
+    return ((t << 8 | c, t << 8 | c),) if c is not None else ((t << 8, t << 8 | 255),)
+
+
+def _accept(m: Match, side: int, proto: int) -> tuple[tuple[int, int], ...]:
+    """The 16-bit values (port, or ICMP type << 8 | code) ``m`` admits for
+    ``proto`` on ``side``. The destination side also carries the protocol
+    test, so the source side only checks source ports."""
+    if side == SIDE_SRC:
+        acc = FULL
+        if proto in PORTED:
+            if m.sports is not None:
+                acc = _intersect(acc, tuple(sorted(m.sports)))
+            if m.not_sports is not None:
+                acc = _intersect(acc, _complement(m.not_sports))
+        elif m.sports is not None:
+            acc = ()  # ports can only match a protocol that has them
+        return acc
+    if m.protocol is not None and m.protocol != proto:
+        return ()
+    if m.not_protocol is not None and m.not_protocol == proto:
+        return ()
+    acc = FULL
+    if proto in PORTED:
+        if m.dports is not None:
+            acc = _intersect(acc, tuple(sorted(m.dports)))
+        if m.not_dports is not None:
+            acc = _intersect(acc, _complement(m.not_dports))
+    elif m.dports is not None:
+        return ()
+    if proto in ICMP:
+        if m.icmp is not None:
+            acc = _intersect(acc, _icmp_ranges(m.icmp))
+        if m.not_icmp is not None:
+            acc = _intersect(acc, _complement(_icmp_ranges(m.not_icmp)))
+    elif m.icmp is not None:
+        return ()
+    return acc
+
+
+def _sweep(accepts: list[tuple[tuple[int, int], ...]]) -> list[tuple[int, int, int]]:
+    """Partition 0..65535 into segments of equal vectors: (lo, hi, vector)."""
+    events: dict[int, int] = defaultdict(int)
+    for s, acc in enumerate(accepts):
+        for lo, hi in acc:
+            events[lo] ^= 1 << s
+            events[hi + 1] ^= 1 << s
+    segs: list[tuple[int, int, int]] = []
+    vec, at = 0, 0
+    for pos in sorted(events):
+        if pos > at and pos <= 65536:
+            if segs and segs[-1][2] == vec:
+                segs[-1] = (segs[-1][0], pos - 1, vec)
+            else:
+                segs.append((at, pos - 1, vec))
+        vec ^= events[pos]
+        at = pos
+    if at <= 65535:
+        if segs and segs[-1][2] == vec:
+            segs[-1] = (segs[-1][0], 65535, vec)
+        else:
+            segs.append((at, 65535, vec))
+    return segs
+
+
+def _l4_classes(matches: list[Match], side: int):
+    """Yield (protocol, segments) for all 256 protocols. Protocols no slot
+    names share one computation."""
+    named = set(PORTED) | set(ICMP)
+    for m in matches:
+        named.update(p for p in (m.protocol, m.not_protocol) if p is not None)
+    generic = None
+    for proto in range(256):
+        if proto in named:
+            yield proto, _sweep([_accept(m, side, proto) for m in matches])
+            continue
+        if generic is None:
+            generic = _sweep([_accept(m, side, proto) for m in matches])
+        yield proto, generic

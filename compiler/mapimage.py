@@ -1,0 +1,172 @@
+"""MapImage: what the loader writes into the policy maps, as plain values.
+
+The compiler stays free of the ABI's binary layout: the loader encodes these
+records through cffi types generated from bpf/include/hepbpf_abi.h. The
+canonical text dump (``dump``) is what golden tests diff and what
+``hepbpf check --dump maps`` shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .ir import IPNetwork
+from .reasons import REASON_NAMES
+
+CHAIN_INGRESS, CHAIN_EGRESS = 0, 1  # enum hep_chain
+CHAINS = (CHAIN_INGRESS, CHAIN_EGRESS)
+CHAIN_NAMES = {CHAIN_INGRESS: "ingress", CHAIN_EGRESS: "egress"}
+SIDE_SRC, SIDE_DST = 0, 1  # enum hep_side
+SIDE_NAMES = {SIDE_SRC: "src", SIDE_DST: "dst"}
+ACTION_CODES = {"Allow": 1, "Deny": 2, "Pass": 3}  # enum hep_action
+NO_RULE = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class AddrEntry:
+    chain: int
+    side: int
+    net: IPNetwork
+    klass: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProtoEntry:
+    chain: int
+    side: int
+    proto: int
+    klass: int  # when port_table is None
+    port_table: int | None  # index of this protocol's 65536-entry table
+
+
+@dataclass(frozen=True, slots=True)
+class PortSegment:
+    table: int
+    lo: int
+    hi: int
+    klass: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotEntry:
+    chain: int
+    slot: int
+    action: str  # Allow, Deny, Pass
+    reason: int  # enum hep_reason
+    next: int  # Pass: first slot of the next tier
+    stage: str | None = None
+    tier: str | None = None
+    policy: str | None = None
+    rule: int | None = None
+
+    def with_next(self, nxt: int) -> SlotEntry:
+        return replace(self, next=nxt)
+
+    @property
+    def reason_name(self) -> str:
+        return REASON_NAMES[self.reason]
+
+
+@dataclass(frozen=True, slots=True)
+class MapImage:
+    nwords: int
+    has_policy: bool
+    addr: tuple[AddrEntry, ...]
+    proto: tuple[ProtoEntry, ...]
+    port_tables: int
+    ports: tuple[PortSegment, ...]
+    classes: tuple[int, ...]  # class id -> bit vector (bit i = slot i)
+    slots: tuple[SlotEntry, ...]
+    policy_names: tuple[str, ...]  # index 0 is "no policy"
+
+    @property
+    def slot_stride(self) -> int:
+        return self.nwords * 64
+
+    def slot(self, chain: int, slot: int) -> SlotEntry:
+        for s in self.slots:
+            if s.chain == chain and s.slot == slot:
+                return s
+        raise KeyError((chain, slot))
+
+    def class_words(self, klass: int) -> tuple[int, int, tuple[int, ...]]:
+        """(lo, hi, words) of a class vector; lo > hi when empty."""
+        vec = self.classes[klass]
+        words = tuple((vec >> (64 * i)) & 0xFFFFFFFFFFFFFFFF for i in range(self.nwords))
+        nz = [i for i, w in enumerate(words) if w]
+        return (nz[0], nz[-1], words) if nz else (1, 0, words)
+
+
+def _bits(vec: int) -> str:
+    """Set bits as ranges: {0-3,7}."""
+    out, i = [], 0
+    while vec >> i:
+        if not (vec >> i) & 1:
+            i += 1
+            continue
+        j = i
+        while (vec >> (j + 1)) & 1:
+            j += 1
+        out.append(str(i) if i == j else f"{i}-{j}")
+        i = j + 1
+    return "{" + ",".join(out) + "}"
+
+
+def dump(img: MapImage) -> str:
+    """Canonical, stable text of a MapImage."""
+    lines = [f"nwords {img.nwords}", f"has_policy {int(img.has_policy)}", "", "slots:"]
+    for s in img.slots:
+        where = " ".join(
+            f"{k}={v}" for k, v in (("stage", s.stage), ("tier", s.tier), ("policy", s.policy), ("rule", s.rule))
+            if v is not None
+        )
+        nxt = f" next={s.next}" if s.action == "Pass" else ""
+        lines.append(f"  {CHAIN_NAMES[s.chain]}[{s.slot}] {s.action} {s.reason_name}{nxt} {where}".rstrip())
+    lines += ["", "classes:"]
+    lines += [f"  c{i} {_bits(v)}" for i, v in enumerate(img.classes)]
+    lines += ["", "addresses:"]
+    for e in sorted(img.addr, key=lambda e: (e.chain, e.side, e.net.version, int(e.net.network_address), e.net.prefixlen)):
+        lines.append(f"  {CHAIN_NAMES[e.chain]} {SIDE_NAMES[e.side]} {e.net} -> c{e.klass}")
+    lines += ["", "protocols:"]
+    for e in img.proto:
+        target = f"t{e.port_table}" if e.port_table is not None else f"c{e.klass}"
+        lines.append(f"  {CHAIN_NAMES[e.chain]} {SIDE_NAMES[e.side]} {e.proto} -> {target}")
+    lines += ["", "ports:"]
+    for seg in img.ports:
+        rng = str(seg.lo) if seg.lo == seg.hi else f"{seg.lo}-{seg.hi}"
+        lines.append(f"  t{seg.table} {rng} -> c{seg.klass}")
+    return "\n".join(_fold_protocols(lines)) + "\n"
+
+
+def _fold_protocols(lines: list[str]) -> list[str]:
+    """Fold runs of protocols with the same target into 'a-b' ranges."""
+    out: list[str] = []
+    run: list[tuple[str, int, str]] = []
+
+    def flush():
+        if run:
+            head, lo, target = run[0]
+            hi = run[-1][1]
+            out.append(f"{head} {lo if lo == hi else f'{lo}-{hi}'} -> {target}")
+            run.clear()
+
+    in_protocols = False
+    for line in lines:
+        if line == "protocols:":
+            in_protocols = True
+            out.append(line)
+            continue
+        if in_protocols and line.startswith("  "):
+            head, rest = line.rsplit(" ", 3)[0], line.rsplit(" ", 3)[1:]
+            proto, target = int(rest[0]), rest[2]
+            if run and run[-1][0] == head and run[-1][2] == target and run[-1][1] == proto - 1:
+                run.append((head, proto, target))
+            else:
+                flush()
+                run.append((head, proto, target))
+            continue
+        flush()
+        in_protocols = in_protocols and line != ""
+        out.append(line)
+    flush()
+    return out

@@ -1,0 +1,706 @@
+"""Parse pass: YAML text -> validated ``PolicySet``.
+
+Before: text in one or more YAML 1.2 documents (``yamlsrc`` keeps a position
+for every node and never coerces). After: a ``PolicySet`` whose invariants
+are stated in ``ir``. Every rejection is a ``Diagnostic`` with file:line:col,
+the field path, the value and a reason; unknown kinds and unknown fields are
+rejected, as calicoctl does. Nothing is dropped or coerced silently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from . import felixfields
+from .diagnostics import Diagnostic, PolicyError, Span
+from .ir import (
+    ACTIONS,
+    EGRESS,
+    ICMP_PROTOCOLS,
+    INGRESS,
+    PORT_PROTOCOLS,
+    PROTOCOL_NUMBERS,
+    BUILTIN_TIERS,
+    EndpointPort,
+    EntityRule,
+    Failsafe,
+    FelixConfiguration,
+    HostEndpoint,
+    IcmpMatch,
+    IPNetwork,
+    NamedPort,
+    NetworkSet,
+    Policy,
+    PolicySet,
+    Port,
+    PortRange,
+    Protocol,
+    Rule,
+    Tier,
+)
+from .selector import SelectorError, parse_selector, validate_namespace_selector, validate_policy_selector
+from .yamlsrc import Mapping, Node, Scalar, Sequence, load_documents
+
+API_VERSIONS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
+T = TypeVar("T")
+
+# Kubernetes object metadata fields we accept and ignore (beyond name,
+# namespace, labels, annotations).
+_IGNORED_META = frozenset(
+    {
+        "uid", "resourceVersion", "creationTimestamp", "generation", "deletionTimestamp",
+        "deletionGracePeriodSeconds", "ownerReferences", "finalizers", "managedFields",
+        "generateName", "selfLink",
+    }
+)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_GNP_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_IFACE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
+_NAMED_PORT = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
+_PORT_NAME_K8S = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def parse(text: str, *, source: str) -> PolicySet:
+    """Parse and validate every resource in ``text``; raise ``PolicyError``
+    listing all problems found."""
+    out = _Builder()
+    errors: list[Diagnostic] = []
+    for doc in load_documents(text, source=source):
+        for path, node in _resources(doc, errors):
+            try:
+                out.add(node, path)
+            except PolicyError as e:
+                errors.extend(e.diagnostics)
+    if errors:
+        raise PolicyError(errors)
+    return out.build()
+
+
+def parse_files(texts: list[tuple[str, str]]) -> PolicySet:
+    """Parse several (source, text) pairs into one PolicySet."""
+    errors: list[Diagnostic] = []
+    result = PolicySet()
+    for source, text in texts:
+        try:
+            result = result.merge(parse(text, source=source))
+        except PolicyError as e:
+            errors.extend(e.diagnostics)
+    if errors:
+        raise PolicyError(errors)
+    return check_unique(result)
+
+
+def check_unique(ps: PolicySet) -> PolicySet:
+    """Two resources of one kind with one name: calicoctl would keep the last;
+    a firewall should say so instead."""
+    seen: dict[tuple[str, str | None, str], object] = {}
+    errors = []
+    items = (
+        [("Policy/" + p.kind, p.namespace, p.name, p.span) for p in ps.policies]
+        + [("HostEndpoint", None, h.name, h.span) for h in ps.host_endpoints]
+        + [(s.kind, s.namespace, s.name, s.span) for s in ps.network_sets]
+        + [("FelixConfiguration", None, f.name, f.span) for f in ps.felix_configs]
+        + [("Tier", None, t.name, t.span) for t in ps.tiers]
+    )
+    for kind, ns, name, span in items:
+        key = (kind, ns, name)
+        if key in seen:
+            errors.append(
+                Diagnostic(span, "metadata.name", name,
+                           f"duplicate {kind.split('/')[-1]} (first defined at {seen[key]})")
+            )
+        else:
+            seen[key] = span
+    if errors:
+        raise PolicyError(errors)
+    return ps
+
+
+def _resources(doc: Node, errors: list[Diagnostic]) -> Iterator[tuple[str, Mapping]]:
+    """Yield (path, resource mapping), unpacking ``kind: List``."""
+    if not isinstance(doc, Mapping):
+        errors.append(Diagnostic(doc.span, "", None, "a resource must be a mapping"))
+        return
+    kind = doc.get("kind")
+    if isinstance(kind, Scalar) and kind.value in ("List", "GlobalNetworkPolicyList",
+                                                    "HostEndpointList", "GlobalNetworkSetList"):
+        items = doc.get("items")
+        for key in doc.keys():
+            if key not in ("apiVersion", "kind", "items", "metadata"):
+                errors.append(Diagnostic(doc.key_span(key), key, None, "unknown field"))
+        if items is None:
+            return
+        if not isinstance(items, Sequence):
+            errors.append(Diagnostic(items.span, "items", None, "must be a list"))
+            return
+        for i, item in enumerate(items.items):
+            if not isinstance(item, Mapping):
+                errors.append(Diagnostic(item.span, f"items[{i}]", None, "a resource must be a mapping"))
+                continue
+            yield f"items[{i}].", item
+        return
+    yield "", doc
+
+
+class _Fields:
+    """Reads a mapping's fields by name and rejects the ones never read."""
+
+    def __init__(self, node: Node | None, path: str, span: Span):
+        if node is not None and not isinstance(node, Mapping):
+            raise _err(node, path, "must be a mapping")
+        self.node = node
+        self.path = path
+        self.span = node.span if node is not None else span
+        self.read: set[str] = set()
+
+    def sub(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str) -> Node | None:
+        self.read.add(key)
+        if self.node is None:
+            return None
+        node = self.node.get(key)
+        if isinstance(node, Scalar) and node.value is None and not node.quoted:
+            return None  # `key:` or `key: null` means unset, as in Go's JSON
+        return node
+
+    def ignore(self, *keys: str) -> None:
+        self.read.update(keys)
+
+    def done(self) -> None:
+        if self.node is None:
+            return
+        for key in self.node.keys():
+            if key not in self.read:
+                raise PolicyError(Diagnostic(self.node.key_span(key), self.sub(key), None, "unknown field"))
+
+
+def _err(node: Node, path: str, reason: str, value: object = None) -> PolicyError:
+    if value is None and isinstance(node, Scalar):
+        value = node.value
+    return PolicyError(Diagnostic(node.span, path, value, reason))
+
+
+def _str(node: Node | None, path: str, *, required: bool = False, span: Span | None = None) -> str | None:
+    if node is None:
+        if required:
+            raise PolicyError(Diagnostic(span, path, None, "required field is missing"))
+        return None
+    if not isinstance(node, Scalar) or not isinstance(node.value, str):
+        raise _err(node, path, "must be a string")
+    return node.value
+
+
+def _bool(node: Node | None, path: str) -> bool:
+    if node is None:
+        return False
+    if not isinstance(node, Scalar) or not isinstance(node.value, bool):
+        raise _err(node, path, "must be true or false")
+    return node.value
+
+
+def _int(node: Scalar, path: str) -> int:
+    if not isinstance(node, Scalar) or isinstance(node.value, bool) or not isinstance(node.value, int):
+        raise _err(node, path, "must be an integer")
+    return node.value
+
+
+def _seq(node: Node | None, path: str) -> tuple[Node, ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, Sequence):
+        raise _err(node, path, "must be a list")
+    return node.items
+
+
+def _list_of(node: Node | None, path: str, item: Callable[[Node, str], T], limit: int | None = None) -> tuple[T, ...]:
+    items = _seq(node, path)
+    if limit is not None and len(items) > limit:
+        raise _err(node, path, f"too many entries: {len(items)} (at most {limit})", len(items))
+    return tuple(item(n, f"{path}[{i}]") for i, n in enumerate(items))
+
+
+def _labels(node: Node | None, path: str) -> tuple[tuple[str, str], ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, Mapping):
+        raise _err(node, path, "must be a mapping of label names to values")
+    out = []
+    for key, value in node.items:
+        kpath = f"{path}.{key.value}"
+        if not isinstance(key.value, str) or not _qualified_name(key.value):
+            raise _err(key, kpath, "invalid label name")
+        if not isinstance(value, Scalar) or not isinstance(value.value, str):
+            raise _err(value, kpath, "label value must be a string (quote it)")
+        if len(value.value) > 63 or not _LABEL_VALUE.match(value.value):
+            raise _err(value, kpath, "invalid label value")
+        out.append((key.value, value.value))
+    return tuple(sorted(out))
+
+
+def _qualified_name(name: str) -> bool:
+    prefix, _, base = name.rpartition("/")
+    if "/" in prefix:
+        return False
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return len(base) <= 63 and bool(_LABEL_NAME.match(base))
+
+
+def _cidr(node: Node, path: str) -> IPNetwork:
+    text = _str(node, path)
+    try:
+        # Calico accepts bare IPs and CIDRs with host bits set (validator
+        # "cidr"); matching uses the masked network.
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise _err(node, path, "not a valid IP address or CIDR") from None
+
+
+def _address(node: Node, path: str):
+    text = _str(node, path)
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise _err(node, path, "not a valid IP address (expectedIPs take addresses, not CIDRs)") from None
+
+
+def _selector(node: Node | None, path: str, validate=validate_policy_selector):
+    text = _str(node, path)
+    if text is None:
+        return None
+    try:
+        return validate(text)
+    except SelectorError as e:
+        raise _err(node, path, f"invalid selector: {e.reason} (at offset {e.offset})") from None
+
+
+def _protocol(node: Node | None, path: str) -> Protocol | None:
+    if node is None:
+        return None
+    if not isinstance(node, Scalar):
+        raise _err(node, path, "must be a protocol name or number")
+    value = node.value
+    if isinstance(value, bool):
+        raise _err(node, path, "must be a protocol name or number")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)  # numorstring: a numeric string is the number
+    if isinstance(value, int):
+        if not 1 <= value <= 255:
+            raise _err(node, path, "protocol number must be between 1 and 255")
+        return Protocol(value, None, node.span)
+    if isinstance(value, str):
+        if value not in PROTOCOL_NUMBERS:
+            hint = ""
+            for name in PROTOCOL_NUMBERS:
+                if name.lower() == value.lower():
+                    hint = f" (names are case-sensitive: did you mean {name}?)"
+            raise _err(node, path, "protocol must be one of TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or 1-255" + hint)
+        return Protocol(PROTOCOL_NUMBERS[value], value, node.span)
+    raise _err(node, path, "must be a protocol name or number")
+
+
+def _port(node: Node, path: str) -> Port:
+    """numorstring.Port: an integer, digits, 'min:max', or a named port."""
+    value = node.value if isinstance(node, Scalar) else None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _err(node, path, "must be a port number, a range 'min:max' or a port name")
+    if isinstance(value, int):
+        lo = hi = value
+    elif re.fullmatch(r"[0-9]+", value):
+        lo = hi = int(value)
+    elif re.fullmatch(r"[0-9]+:[0-9]+", value):
+        lo, hi = (int(x) for x in value.split(":"))
+        if lo > hi:
+            raise _err(node, path, "range is empty (min > max)")
+    elif _NAMED_PORT.match(value):
+        if not _valid_port_name(value):
+            hint = " (a range is written 'min:max')" if re.fullmatch(r"[0-9]+-[0-9]+", value) else ""
+            raise _err(node, path, "invalid port name" + hint)
+        return NamedPort(value, node.span)
+    else:
+        raise _err(node, path, "must be a port number, a range 'min:max' or a port name")
+    if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
+        raise _err(node, path, "port number must be between 1 and 65535")
+    return PortRange(lo, hi, node.span)
+
+
+def _valid_port_name(name: str) -> bool:
+    """Kubernetes IsValidPortName: at most 15 lowercase alphanumerics or '-',
+    at least one letter, no leading, trailing or double '-'."""
+    return (len(name) <= 15 and bool(_PORT_NAME_K8S.match(name)) and "--" not in name
+            and bool(re.search("[a-z]", name)))
+
+
+def _icmp(node: Node | None, path: str) -> IcmpMatch | None:
+    if node is None:
+        return None
+    f = _Fields(node, path, node.span)
+    t, c = f.get("type"), f.get("code")
+    f.done()
+    typ = code = None
+    if t is not None:
+        typ = _int(t, f.sub("type"))
+        if not 0 <= typ <= 254:
+            raise _err(t, f.sub("type"), "ICMP type must be between 0 and 254")
+    if c is not None:
+        code = _int(c, f.sub("code"))
+        if not 0 <= code <= 255:
+            raise _err(c, f.sub("code"), "ICMP code must be between 0 and 255")
+        if typ is None:
+            raise _err(c, f.sub("code"), "ICMP code specified without an ICMP type")
+    return IcmpMatch(typ, code, node.span)
+
+
+def _entity(node: Node | None, path: str, span: Span) -> EntityRule:
+    f = _Fields(node, path, span)
+    nets = _list_of(f.get("nets"), f.sub("nets"), _cidr, limit=256)
+    not_nets = _list_of(f.get("notNets"), f.sub("notNets"), _cidr, limit=256)
+    for i, net in enumerate(not_nets):
+        if net.prefixlen == 0:
+            raise _err(_seq(f.get("notNets"), "")[i], f"{f.sub('notNets')}[{i}]",
+                       "notNets may not contain a catch-all CIDR (it would match nothing)")
+    sel = _selector(f.get("selector"), f.sub("selector"))
+    not_sel = _selector(f.get("notSelector"), f.sub("notSelector"))
+    ns_sel = _selector(f.get("namespaceSelector"), f.sub("namespaceSelector"), validate_namespace_selector)
+    ports = _list_of(f.get("ports"), f.sub("ports"), _port, limit=50)
+    not_ports = _list_of(f.get("notPorts"), f.sub("notPorts"), _port, limit=50)
+    for key in ("serviceAccounts", "services"):
+        node_ = f.get(key)
+        if node_ is not None:
+            raise _err(node_, f.sub(key), "not supported by hepbpf: it matches Kubernetes workloads, "
+                       "which never carry host-endpoint traffic", value=key)
+    f.done()
+    return EntityRule(nets, not_nets, sel, not_sel, ns_sel, ports, not_ports, f.span)
+
+
+def _rule(node: Node, path: str, index: int, direction: str) -> Rule:
+    f = _Fields(node, path, node.span)
+    action = _str(f.get("action"), f.sub("action"), required=True, span=node.span)
+    if action not in ACTIONS:
+        raise _err(f.get("action"), f.sub("action"), "action must be one of Allow, Deny, Log, Pass")
+    ipv = f.get("ipVersion")
+    ip_version = None
+    if ipv is not None:
+        ip_version = _int(ipv, f.sub("ipVersion"))
+        if ip_version not in (4, 6):
+            raise _err(ipv, f.sub("ipVersion"), "ipVersion must be 4 or 6")
+    protocol = _protocol(f.get("protocol"), f.sub("protocol"))
+    not_protocol = _protocol(f.get("notProtocol"), f.sub("notProtocol"))
+    icmp = _icmp(f.get("icmp"), f.sub("icmp"))
+    not_icmp = _icmp(f.get("notICMP"), f.sub("notICMP"))
+    src = _entity(f.get("source"), f.sub("source"), node.span)
+    dst = _entity(f.get("destination"), f.sub("destination"), node.span)
+    http = f.get("http")
+    f.ignore("metadata")
+    f.done()
+    rule = Rule(action, index, ip_version, protocol, not_protocol, icmp, not_icmp, src, dst, node.span)
+    _check_rule(rule, node, path, http is not None)
+    return rule
+
+
+def _check_rule(rule: Rule, node: Node, path: str, has_http: bool) -> None:
+    """Cross-field rules of Calico's validator (VAL.validateRule, CEL on Rule)."""
+    if has_http:
+        raise _err(node, f"{path}.http", "not enforced by the dataplane (Calico applies it only in "
+                   "app-layer policy); remove it", value="http")
+    for side, ent in (("source", rule.source), ("destination", rule.destination)):
+        if (ent.ports or ent.not_ports) and (rule.protocol is None or rule.protocol.number not in PORT_PROTOCOLS):
+            bad = ent.ports or ent.not_ports
+            if all(isinstance(p, NamedPort) for p in bad) and rule.protocol is None:
+                pass  # Calico >= 3.32 allows named ports without a protocol
+            else:
+                raise PolicyError(Diagnostic(bad[0].span, f"{path}.{side}.ports", str(bad[0]),
+                                             "ports are only valid with protocol TCP, UDP or SCTP"))
+        for p in ent.ports + ent.not_ports:
+            if isinstance(p, NamedPort):
+                raise PolicyError(Diagnostic(p.span, f"{path}.{side}.ports", p.name,
+                                             "named ports are not supported by hepbpf yet"))
+    if rule.icmp is not None and (rule.protocol is None or rule.protocol.number not in ICMP_PROTOCOLS):
+        raise PolicyError(Diagnostic(rule.icmp.span, f"{path}.icmp", None,
+                                     "icmp requires protocol ICMP or ICMPv6"))
+    for field_, proto in (("protocol", rule.protocol), ("notProtocol", rule.not_protocol)):
+        if proto is not None and proto.number in ICMP_PROTOCOLS and rule.ip_version is not None:
+            if ICMP_PROTOCOLS[proto.number] != rule.ip_version:
+                raise PolicyError(Diagnostic(proto.span, f"{path}.{field_}", str(proto),
+                                             f"{proto} cannot be used with ipVersion {rule.ip_version}"))
+    versions = {n.version for e in (rule.source, rule.destination) for n in e.nets + e.not_nets}
+    if len(versions) > 1:
+        raise _err(node, path, "rule mixes IPv4 and IPv6 CIDRs", value="nets")
+    if versions and rule.ip_version is not None and versions != {rule.ip_version}:
+        raise _err(node, path, f"CIDRs do not match ipVersion {rule.ip_version}", value="nets")
+
+
+def _types(node: Node | None, path: str) -> tuple[str, ...] | None:
+    if node is None:
+        return None
+    out = []
+    for i, item in enumerate(_seq(node, path)):
+        t = _str(item, f"{path}[{i}]")
+        if t not in (INGRESS, EGRESS):
+            raise _err(item, f"{path}[{i}]", "must be Ingress or Egress")
+        if t in out:
+            raise _err(item, f"{path}[{i}]", "duplicate policy type")
+        out.append(t)
+    return tuple(out)
+
+
+def _order(node: Node | None, path: str) -> float | None:
+    if node is None:
+        return None
+    if not isinstance(node, Scalar) or isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+        raise _err(node, path, "must be a number")
+    if math.isnan(node.value):
+        raise _err(node, path, "must be a number")
+    return float(node.value)
+
+
+class _Builder:
+    def __init__(self):
+        self.policies: list[Policy] = []
+        self.tiers: list[Tier] = []
+        self.heps: list[HostEndpoint] = []
+        self.sets: list[NetworkSet] = []
+        self.felix: list[FelixConfiguration] = []
+        self.warnings: list[Diagnostic] = []
+
+    def build(self) -> PolicySet:
+        return PolicySet(tuple(self.policies), tuple(self.tiers), tuple(self.heps),
+                         tuple(self.sets), tuple(self.felix), tuple(self.warnings))
+
+    def add(self, doc: Mapping, path: str) -> None:
+        top = _Fields(doc, path.rstrip("."), doc.span)
+        p = (lambda key: f"{path}{key}")
+        api = _str(top.get("apiVersion"), p("apiVersion"), required=True, span=doc.span)
+        if api not in API_VERSIONS:
+            raise _err(top.get("apiVersion"), p("apiVersion"), "apiVersion must be projectcalico.org/v3 "
+                       "(or crd.projectcalico.org/v1)")
+        kind_node = top.get("kind")
+        kind = _str(kind_node, p("kind"), required=True, span=doc.span)
+        handler = {
+            "GlobalNetworkPolicy": self._policy,
+            "NetworkPolicy": self._policy,
+            "HostEndpoint": self._hep,
+            "GlobalNetworkSet": self._netset,
+            "FelixConfiguration": self._felix,
+            "Tier": self._tier,
+        }.get(kind)
+        if handler is None:
+            raise _err(kind_node, p("kind"), "unsupported kind (hepbpf reads GlobalNetworkPolicy, "
+                       "NetworkPolicy, HostEndpoint, GlobalNetworkSet, FelixConfiguration, Tier)")
+        meta = _Fields(top.get("metadata"), p("metadata"), doc.span)
+        name = _str(meta.get("name"), meta.sub("name"), required=True, span=meta.span)
+        namespace = _str(meta.get("namespace"), meta.sub("namespace"))
+        labels = _labels(meta.get("labels"), meta.sub("labels"))
+        annotations = meta.get("annotations")
+        if annotations is not None and not isinstance(annotations, Mapping):
+            raise _err(annotations, meta.sub("annotations"), "must be a mapping")
+        meta.ignore(*_IGNORED_META)
+        meta.done()
+        spec = top.get("spec")
+        top.ignore("status")
+        top.done()
+        if spec is not None and not isinstance(spec, Mapping):
+            raise _err(spec, p("spec"), "must be a mapping")
+        if namespace is not None and kind != "NetworkPolicy":
+            raise _err(meta.get("namespace"), meta.sub("namespace"), f"{kind} is not namespaced")
+        handler(kind, name, namespace, labels, spec, p("spec"), doc.span, meta)
+
+    def _policy(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
+        name_re = _GNP_NAME if kind == "GlobalNetworkPolicy" else _DNS_SUBDOMAIN
+        if len(name) > 253 or not name_re.match(name):
+            raise _err(meta.node.get("name"), meta.sub("name"), "invalid policy name")
+        f = _Fields(spec, path, span)
+        order = _order(f.get("order"), f.sub("order"))
+        tier = _str(f.get("tier"), f.sub("tier")) or "default"
+        selector = _selector(f.get("selector"), f.sub("selector")) or parse_selector("")
+        ns_sel = sa_sel = None
+        if kind == "GlobalNetworkPolicy":
+            ns_sel = _selector(f.get("namespaceSelector"), f.sub("namespaceSelector"))
+        sa_sel = _selector(f.get("serviceAccountSelector"), f.sub("serviceAccountSelector"))
+        types = _types(f.get("types"), f.sub("types"))
+        ingress = tuple(_rule(n, f"{f.sub('ingress')}[{i}]", i, INGRESS)
+                        for i, n in enumerate(_seq(f.get("ingress"), f.sub("ingress"))))
+        egress = tuple(_rule(n, f"{f.sub('egress')}[{i}]", i, EGRESS)
+                       for i, n in enumerate(_seq(f.get("egress"), f.sub("egress"))))
+        dnt = pdn = aof = False
+        if kind == "GlobalNetworkPolicy":
+            dnt = _bool(f.get("doNotTrack"), f.sub("doNotTrack"))
+            pdn = _bool(f.get("preDNAT"), f.sub("preDNAT"))
+            aof = _bool(f.get("applyOnForward"), f.sub("applyOnForward"))
+        f.ignore("performanceHints")
+        f.done()
+        if types is None:
+            # API defaulting (api/pkg/defaults): egress rules only -> Egress;
+            # both -> both; otherwise Ingress, even with no rules at all.
+            if egress and ingress:
+                types = (INGRESS, EGRESS)
+            elif egress:
+                types = (EGRESS,)
+            else:
+                types = (INGRESS,)
+        if dnt and pdn:
+            raise _err(f.get("preDNAT"), f.sub("preDNAT"), "preDNAT and doNotTrack cannot both be true")
+        if (dnt or pdn) and not aof:
+            key = "doNotTrack" if dnt else "preDNAT"
+            raise _err(f.get(key), f.sub(key), f"{key} requires applyOnForward: true")
+        if pdn and (egress or EGRESS in types):
+            raise _err(spec, f.sub("egress" if egress else "types"),
+                       "a preDNAT policy cannot have egress rules or the Egress type", value=None)
+        self.policies.append(Policy(kind, name, namespace if kind == "NetworkPolicy" else None,
+                                    tier, order, selector, ns_sel, sa_sel, types, ingress, egress,
+                                    dnt, pdn, aof, span))
+        if kind == "NetworkPolicy" and namespace is None:
+            self.policies[-1] = _replace_ns(self.policies[-1], "default")
+
+    def _hep(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
+        f = _Fields(spec, path, span)
+        node = _str(f.get("node"), f.sub("node"), required=True, span=f.span)
+        iface = _str(f.get("interfaceName"), f.sub("interfaceName"))
+        if iface is not None and iface != "*" and not _IFACE.match(iface):
+            raise _err(f.get("interfaceName"), f.sub("interfaceName"),
+                       "must be '*' or an interface name of 1-15 characters [a-zA-Z0-9_.-]")
+        ips = _list_of(f.get("expectedIPs"), f.sub("expectedIPs"), _address)
+        if not iface and not ips:
+            raise _err(spec if spec is not None else f.get("node"), path,
+                       "at least one of interfaceName and expectedIPs is required", value=None)
+        profiles = _list_of(f.get("profiles"), f.sub("profiles"), lambda n, p: _str(n, p))
+        ports = _list_of(f.get("ports"), f.sub("ports"), _endpoint_port)
+        f.done()
+        self.heps.append(HostEndpoint(name, labels, node, iface or None, ips, profiles, ports, span))
+
+    def _netset(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
+        f = _Fields(spec, path, span)
+        nets = _list_of(f.get("nets"), f.sub("nets"), _cidr)
+        f.done()
+        if any(k == "projectcalico.org/namespace" for k, _ in labels):
+            raise _err(meta.node.get("labels"), meta.sub("labels"),
+                       "label projectcalico.org/namespace is reserved", value=None)
+        self.sets.append(NetworkSet(kind, name, None, labels, nets, span))
+
+    def _tier(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
+        if len(name) > 63 or not _DNS_LABEL.match(name):
+            raise _err(meta.node.get("name"), meta.sub("name"), "invalid tier name (a DNS label, no dots)")
+        f = _Fields(spec, path, span)
+        order = _order(f.get("order"), f.sub("order"))
+        action = _str(f.get("defaultAction"), f.sub("defaultAction")) or "Deny"
+        if action not in ("Deny", "Pass"):
+            raise _err(f.get("defaultAction"), f.sub("defaultAction"), "must be Deny or Pass")
+        f.done()
+        for b in BUILTIN_TIERS:
+            if b.name == name and (order != b.order or action != b.default_action):
+                raise _err(spec if spec is not None else meta.node, path,
+                           f"built-in tier {name} must have order {b.order:g} and defaultAction "
+                           f"{b.default_action}", value=None)
+        self.tiers.append(Tier(name, order, action, False, span))
+
+    def _felix(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
+        f = _Fields(spec, path, span)
+        inbound = _failsafes(f.get("failsafeInboundHostPorts"), f.sub("failsafeInboundHostPorts"), self.warnings)
+        outbound = _failsafes(f.get("failsafeOutboundHostPorts"), f.sub("failsafeOutboundHostPorts"), self.warnings)
+        f.ignore(*felixfields.FELIX_CONFIGURATION_FIELDS)
+        f.done()
+        self.felix.append(FelixConfiguration(name, inbound, outbound, span))
+
+
+def _replace_ns(p: Policy, ns: str) -> Policy:
+    from dataclasses import replace
+    return replace(p, namespace=ns)
+
+
+def _endpoint_port(node: Node, path: str) -> EndpointPort:
+    f = _Fields(node, path, node.span)
+    name = _str(f.get("name"), f.sub("name"), required=True, span=node.span)
+    if not _valid_port_name(name):
+        raise _err(f.get("name"), f.sub("name"), "invalid port name")
+    proto = _protocol(f.get("protocol"), f.sub("protocol"))
+    if proto is None:
+        raise PolicyError(Diagnostic(node.span, f.sub("protocol"), None, "required field is missing"))
+    if proto.number not in PORT_PROTOCOLS:
+        raise _err(f.get("protocol"), f.sub("protocol"), "protocol must be TCP, UDP or SCTP")
+    pnode = f.get("port")
+    if pnode is None:
+        raise PolicyError(Diagnostic(node.span, f.sub("port"), None, "required field is missing"))
+    port = _int(pnode, f.sub("port"))
+    if not 1 <= port <= 65535:
+        raise _err(pnode, f.sub("port"), "port number must be between 1 and 65535")
+    f.done()
+    return EndpointPort(name, proto, port, node.span)
+
+
+_FELIX_PORT = re.compile(r"^(?:(?P<proto>[A-Za-z]+):)?(?:(?P<net>\[[^\]]+\]|[0-9.]+(?:/[0-9]+)?):)?(?P<port>[0-9]+)$")
+
+
+def _failsafes(node: Node | None, path: str, warnings: list[Diagnostic]) -> tuple[Failsafe, ...] | None:
+    """FelixConfiguration failsafe list. ``[]`` means none (Calico converts
+    it to "none"); unset means the defaults."""
+    if node is None:
+        return None
+    out = []
+    for i, item in enumerate(_seq(node, path)):
+        ipath = f"{path}[{i}]"
+        if isinstance(item, Scalar) and isinstance(item.value, str):
+            out.extend(_felix_string_port(item, ipath, warnings))
+            continue
+        f = _Fields(item, ipath, item.span)
+        proto_node = f.get("protocol")
+        proto = (_str(proto_node, f.sub("protocol")) or "TCP")
+        if proto not in ("TCP", "UDP", "SCTP"):
+            raise _err(proto_node, f.sub("protocol"), "protocol must be TCP, UDP or SCTP")
+        if proto == "SCTP":
+            raise _err(proto_node, f.sub("protocol"),
+                       "felix accepts only tcp and udp failsafe entries (an sctp entry makes it reject "
+                       "the whole list)")
+        pnode = f.get("port")
+        if pnode is None:
+            raise PolicyError(Diagnostic(item.span, f.sub("port"), None, "required field is missing"))
+        port = _int(pnode, f.sub("port"))
+        if not 0 <= port <= 65535:
+            raise _err(pnode, f.sub("port"), "port number must be between 0 and 65535")
+        net_node = f.get("net")
+        net = _cidr(net_node, f.sub("net")) if net_node is not None else None
+        f.done()
+        out.append(Failsafe(proto.lower(), port, net, item.span))
+    return tuple(out)
+
+
+def _felix_string_port(item: Scalar, path: str, warnings: list[Diagnostic]) -> list[Failsafe]:
+    """Felix's config-file syntax ("tcp:22", "none") written in a
+    FelixConfiguration resource. calicoctl rejects it (the field takes
+    {protocol, port, net} objects), but felix's own parser reads it and the
+    intent is unambiguous, so accept it with a warning naming the API form."""
+    text = item.value.strip()
+    if text.lower() == "none":
+        warnings.append(Diagnostic(item.span, path, item.value,
+                                   "felix syntax in a FelixConfiguration resource; the API form of "
+                                   "'none' is an empty list: []", "warning"))
+        return []
+    m = _FELIX_PORT.match(text)
+    if not m:
+        raise _err(item, path, "must be {protocol, port, net} (or felix's 'proto:port' form)")
+    proto = (m.group("proto") or "tcp").lower()
+    if proto not in ("tcp", "udp"):
+        raise _err(item, path, "felix accepts only tcp and udp failsafe entries")
+    port = int(m.group("port"))
+    if port > 65535:
+        raise _err(item, path, "port number must be between 0 and 65535")
+    net = None
+    if m.group("net"):
+        try:
+            net = ipaddress.ip_network(m.group("net").strip("[]"), strict=False)
+        except ValueError:
+            raise _err(item, path, "not a valid IP address or CIDR") from None
+    fs = Failsafe(proto, port, net, item.span)
+    api = f"{{protocol: {proto.upper()}, port: {port}" + (f", net: {net}" if net else "") + "}"
+    warnings.append(Diagnostic(item.span, path, item.value,
+                               f"felix syntax in a FelixConfiguration resource; calicoctl expects {api}",
+                               "warning"))
+    return [fs]
