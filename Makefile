@@ -1,0 +1,53 @@
+# hepbpf: the two commands of the README, and what they need.
+#   make demo    the Prometheus-metrics example on the built-in namespace lab
+#   make test    every test (root: BPF and network-namespace tests included)
+# Both install what is missing (Debian 12: apt packages, a venv), then build.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables iptables gcc make \
+	python3-venv python3-dev libffi-dev tmux ethtool
+STRESS_PAIRS ?= 100000
+
+.PHONY: setup deps venv bpf demo test test-unit stress clean
+
+setup: deps venv bpf
+
+# Install only what is missing, so a ready machine needs no network.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root (or: sudo apt-get install $$missing)" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+bpf:
+	$(MAKE) -C bpf
+
+demo: setup
+	$(PY) -m hepbpf.vm.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not bpf and not netns"
+
+# The reference evaluator and the kernel on >= STRESS_PAIRS random
+# (policy, packet) pairs.
+stress: setup
+	HEPBPF_STRESS_PAIRS=$(STRESS_PAIRS) $(PY) -m pytest -q -m stress -p no:cacheprovider
+
+clean:
+	$(MAKE) -C bpf clean
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,100 @@
+"""MapImage -> the bytes of every map key and value, sized maps, rodata.
+
+The only place that turns compiler values into the ABI's binary layout, and
+it does so through the cffi types generated from hepbpf_abi.h.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
+
+from . import abi
+from .mapnames import ADDR4, ADDR6, CLASS, PORT, PROTO, RULE_STATS, SLOT
+
+HEP_SCOPE_BITS = 32
+
+
+def lpm_prefixlen(net) -> int:
+    """The one place an LPM prefix length is computed: scope bits + CIDR."""
+    return HEP_SCOPE_BITS + net.prefixlen
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    rodata: dict  # hep_config fields
+    sizes: dict[str, int]  # map name -> max_entries
+    value_sizes: dict[str, int]  # map name -> value size (hep_class_v1)
+    entries: dict[str, list[tuple[bytes, bytes]]]
+
+
+def _u32(x: int) -> bytes:
+    """A host-order __u32 (array keys, class ids)."""
+    return x.to_bytes(4, sys.byteorder)
+
+
+def encode(img: MapImage, *, trace: bool = False) -> EncodedImage:
+    chains = abi.const("HEP_CHAIN_MAX")
+    sides = abi.const("HEP_SIDE_MAX")
+    protos = abi.const("HEP_PROTO_SPACE")
+    port_space = abi.const("HEP_PORT_SPACE")
+    no_table = abi.const("HEP_NO_PORT_TABLE")
+    stride = img.slot_stride
+    entries: dict[str, list[tuple[bytes, bytes]]] = {k: [] for k in (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT)}
+
+    for e in img.addr:
+        key = {"prefixlen": lpm_prefixlen(e.net), "chain": e.chain, "side": e.side}
+        if e.net.version == 4:
+            # __be32: the integer whose host-order bytes are the packed address.
+            key["addr"] = int.from_bytes(e.net.network_address.packed, sys.byteorder)
+            entries[ADDR4].append((abi.pack("struct hep_lpm4_key", key), _u32(e.klass)))
+        else:
+            key["addr"] = list(e.net.network_address.packed)
+            entries[ADDR6].append((abi.pack("struct hep_lpm6_key", key), _u32(e.klass)))
+
+    for e in img.proto:
+        index = (e.chain * sides + e.side) * protos + e.proto
+        base = no_table if e.port_table is None else e.port_table * port_space
+        entries[PROTO].append((_u32(index), abi.pack("struct hep_proto_ent", {"klass": e.klass, "port_base": base})))
+
+    for seg in img.ports:
+        value = _u32(seg.klass)
+        base = seg.table * port_space
+        entries[PORT].extend((_u32(base + p), value) for p in range(seg.lo, seg.hi + 1))
+
+    header = abi.sizeof("struct hep_class")
+    for klass in range(len(img.classes)):
+        lo, hi, words = img.class_words(klass)
+        value = abi.pack("struct hep_class", {"lo": lo, "hi": hi}) + b"".join(
+            w.to_bytes(8, sys.byteorder) for w in words)
+        assert len(value) == header + 8 * img.nwords
+        entries[CLASS].append((_u32(klass), value))
+
+    policy_index = {name: i for i, name in enumerate(img.policy_names)}
+    for s in img.slots:
+        value = abi.pack("struct hep_slot", {
+            "action": ACTION_CODES[s.action],
+            "reason": s.reason,
+            "next": s.next,
+            "policy": policy_index.get(s.policy or "", 0),
+            "rule": NO_RULE if s.rule is None else s.rule,
+        })
+        entries[SLOT].append((_u32(s.chain * stride + s.slot), value))
+
+    sizes = {
+        ADDR4: max(1, len(entries[ADDR4])),
+        ADDR6: max(1, len(entries[ADDR6])),
+        PORT: max(1, img.port_tables * port_space),
+        CLASS: max(1, len(img.classes)),
+        SLOT: chains * stride,
+        RULE_STATS: chains * stride,
+    }
+    rodata = {
+        "nwords": img.nwords,
+        "slot_stride": stride,
+        "trace": int(trace),
+        "has_policy": int(img.has_policy),
+    }
+    return EncodedImage(rodata, sizes, {CLASS: header + 8 * img.nwords}, entries)

@@ -1,0 +1,17 @@
+"""The name of every map the loader touches, in one table (bpf/include/maps.h)."""
+
+ADDR4 = "hep_addr4_v1"
+ADDR6 = "hep_addr6_v1"
+PROTO = "hep_proto_v1"
+PORT = "hep_port_v1"
+CLASS = "hep_class_v1"
+SLOT = "hep_slot_v1"
+RULE_STATS = "hep_rulestat_v1"
+REASON_STATS = "hep_reasons_v1"
+TRACE = "hep_trace_v1"
+
+POLICY_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT)
+ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE)
+
+XDP_PROGRAM = "hep_xdp_ingress"
+XDP_OBJECT = "xdp.bpf.o"
