@@ -258,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"hepbpf: {e}", file=sys.stderr)
         return e.code
+    except (OSError, RuntimeError) as e:
+        # Kernel and libbpf failures (BpfError is an OSError): say what failed.
+        print(f"hepbpf: {e}", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
 

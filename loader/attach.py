@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,20 +84,26 @@ def netns_key() -> str:
 
 
 def bpffs_root(notes: list[str] | None = None) -> Path:
-    """A bpffs that outlives this command (see module docstring)."""
-    if _is_bpffs("/sys/fs/bpf") and not netns_key():
-        return Path("/sys/fs/bpf")
-    host = "/proc/1/root/sys/fs/bpf"
-    if netns_key() and os.path.isdir(host) and _host_is_bpffs():
-        return Path(host)
+    """A bpffs for our pins, persistent if we can reach one (see module
+    docstring): /sys/fs/bpf if it is a bpffs here, else the host's through
+    /proc/1/root (needs ptrace rights on PID 1), else one we mount for this
+    command only."""
     if _is_bpffs("/sys/fs/bpf"):
         return Path("/sys/fs/bpf")
+    host = Path("/proc/1/root/sys/fs/bpf")
+    if netns_key() and _host_is_bpffs():
+        try:
+            (host / ".").stat()
+            return host
+        except OSError:
+            pass  # PID 1's root is out of reach (containers, sandboxes)
     os.makedirs("/sys/fs/bpf", exist_ok=True)
-    if os.system("mount -t bpf bpf /sys/fs/bpf") != 0:
+    if subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], capture_output=True).returncode != 0:
         raise AttachError("no bpffs at /sys/fs/bpf and mounting one failed")
     if notes is not None and netns_key():
-        notes.append("note: mounted a bpffs private to this command; the pins vanish when it exits "
-                     "(enforcement does not: status and detach find the program through the interface)")
+        notes.append("note: no persistent bpffs is reachable from this mount namespace, so the pins "
+                     "last only as long as this command; enforcement does not depend on them "
+                     "(status and detach find the program through the interface)")
     return Path("/sys/fs/bpf")
 
 
@@ -108,10 +115,17 @@ def _host_is_bpffs() -> bool:
         return False
 
 
+def pin_name(iface: str) -> str:
+    """bpffs rejects '.' in names (it reserves them), and interface names
+    may hold dots (eth0.100); ':' never appears in an interface name."""
+    return iface.replace(".", ":")
+
+
 def pin_dir(iface: str, root: Path | None = None) -> Path:
     root = root or bpffs_root()
     key = netns_key()
-    return root / "hepbpf" / key / iface if key else root / "hepbpf" / iface
+    base = root / "hepbpf" / key if key else root / "hepbpf"
+    return base / pin_name(iface)
 
 
 def state_path(iface: str) -> Path:
@@ -146,9 +160,15 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
                               f"the mode to {mode}")
         mode = current["mode"]
     root = bpffs_root(notes)
+    pins = pin_dir(iface, root)
+    staging = pins.with_name(pins.name + "-new")
     dp = load_image(compiled.image)
     with contextlib.ExitStack() as undo:
         undo.callback(dp.close)
+        # Pin first: if pinning fails, nothing has been attached.
+        _remove_pins(staging)
+        undo.callback(_remove_pins, staging)
+        _pin(dp, staging)
         if replace_id is not None:
             old_fd = libbpf.prog_fd_by_id(replace_id)
             undo.callback(os.close, old_fd)
@@ -157,8 +177,8 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
         else:
             got = _attach_new(ifindex, dp.prog_fd, mode, notes)
         prog_id = libbpf.prog_info(dp.prog_fd)["id"]
-        pins = pin_dir(iface, root)
-        _pin(dp, pins)
+        _remove_pins(pins, prune=False)
+        os.rename(staging, pins)
         _write_state(iface, ifindex, got, prog_id, pins, compiled, node, sources)
     return AttachResult(got, prog_id, str(pins), replace_id is not None, notes)
 
@@ -176,26 +196,25 @@ def _attach_new(ifindex: int, fd: int, mode: str, notes: list[str]) -> str:
         return "generic"
 
 
-def _pin(dp, pins: Path) -> None:
-    """Pin into a fresh directory, then swap it in for the old one."""
-    tmp = pins.with_name(pins.name + ".new")
-    _remove_pins(tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
-    dp.prog.pin(str(tmp / "prog_xdp"))
+def _pin(dp, where: Path) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    dp.prog.pin(str(where / "prog_xdp"))
     for name in ALL_MAPS:
-        dp.obj.map(name).pin(str(tmp / name))
-    _remove_pins(pins)
-    os.rename(tmp, pins)
+        dp.obj.map(name).pin(str(where / name))
 
 
-def _remove_pins(pins: Path) -> None:
+def _remove_pins(pins: Path, prune: bool = True) -> None:
     if pins.is_dir():
         for p in pins.iterdir():
             p.unlink()
         pins.rmdir()
-    parent = pins.parent
+    if not prune:
+        return
     # Leave no empty hepbpf/ or netns-*/ directories behind.
-    while parent.name and parent.name != "bpf" and parent.is_dir() and not any(parent.iterdir()):
+    parent = pins.parent
+    while parent.name in ("hepbpf",) or parent.name.startswith("netns-"):
+        if not parent.is_dir() or any(parent.iterdir()):
+            break
         parent.rmdir()
         parent = parent.parent
 

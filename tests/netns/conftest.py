@@ -1,0 +1,55 @@
+"""Fixtures for traffic tests: a bpffs, a lab, and the hepbpf CLI run inside
+the lab's node namespace the way users run it (`ip netns exec NS hepbpf`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hepbpf.vm.lab import Lab
+
+
+def _is_bpffs(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path and " - bpf " in line for line in f)
+
+
+@pytest.fixture(scope="session")
+def bpffs():
+    """The host bpffs most systems mount at boot; mounted (and later
+    unmounted) only if missing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    mounted = False
+    if not _is_bpffs("/sys/fs/bpf"):
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+        mounted = True
+    yield "/sys/fs/bpf"
+    if mounted:
+        subprocess.run(["umount", "/sys/fs/bpf"], check=False)
+
+
+def hepbpf(lab: Lab, *args: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:
+    argv = ["ip", "netns", "exec", ns or lab.node_ns, sys.executable, "-m", "hepbpf.cli", *args]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if check and res.returncode != 0:
+        raise AssertionError(f"hepbpf {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def status(lab: Lab) -> dict | None:
+    res = hepbpf(lab, "status", "eth1", "-o", "json", check=False)
+    return json.loads(res.stdout) if res.stdout.strip() else None
+
+
+@pytest.fixture(scope="module")
+def lab(bpffs):
+    with Lab([["198.51.100.7", "2001:db8::7"], []]) as lab:
+        try:
+            yield lab
+        finally:
+            hepbpf(lab, "detach", "eth1", check=False)
