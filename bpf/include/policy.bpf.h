@@ -29,12 +29,6 @@ const volatile struct hep_config hep_cfg = {
 	.slot_stride = 64,
 };
 
-struct hep_vectors {
-	const struct hep_class *v[4];
-	__u32 lo;
-	__u32 hi;
-};
-
 static __always_inline __u32 hep_addr_class(const struct hep_flow *f, __u8 chain,
 					    __u8 side)
 {
@@ -77,34 +71,6 @@ static __always_inline __u32 hep_l4_class(const struct hep_flow *f, __u8 chain, 
 	return klass ? *klass : ~0U;
 }
 
-/* Returns: 0 with all four vectors and the common word range, or -1. */
-static __always_inline int hep_load_vectors(const struct hep_flow *f, __u8 chain,
-					    struct hep_vectors *vs)
-{
-	__u32 ids[4] = {
-		hep_addr_class(f, chain, HEP_SIDE_SRC),
-		hep_addr_class(f, chain, HEP_SIDE_DST),
-		hep_l4_class(f, chain, HEP_SIDE_DST),
-		hep_l4_class(f, chain, HEP_SIDE_SRC),
-	};
-	int i;
-
-	vs->lo = 0;
-	vs->hi = hep_cfg.nwords - 1;
-	for (i = 0; i < 4; i++) {
-		const struct hep_class *c = bpf_map_lookup_elem(&hep_class_v1, &ids[i]);
-
-		if (!c)
-			return -1;
-		vs->v[i] = c;
-		if (c->lo > vs->lo)
-			vs->lo = c->lo;
-		if (c->hi < vs->hi)
-			vs->hi = c->hi;
-	}
-	return 0;
-}
-
 /* Index of the lowest set bit; x != 0. BPF has no ctz instruction (and
  * clang 14 crashes lowering __builtin_ctzll), so: a 6-step binary search. */
 static __always_inline __u32 hep_ctz64(__u64 x)
@@ -121,39 +87,61 @@ static __always_inline __u32 hep_ctz64(__u64 x)
 	return n;
 }
 
-/* Returns: the first slot >= from admitted by all four vectors, or ~0. */
-static __always_inline __u32 hep_first_match(const struct hep_vectors *vs, __u32 from)
+/* Returns: the first slot >= from admitted by all four classes, or -1.
+ *
+ * verifier: a global (non-static, noinline) function is verified once, on
+ * its own, and its callers see only an unknown return value. Inlined, each
+ * of the up to HEP_MAX_WORDS loop exits would carry a different slot range
+ * into the rest of the program, and 10,000 rules would exceed the
+ * verifier's budget. So the classes travel as ids, not map pointers. */
+__noinline int hep_scan(__u32 c0, __u32 c1, __u32 c2, __u32 c3, __u32 from)
 {
-	__u32 w = from / 64;
-	__u64 mask = ~0ULL << (from % 64);
-	__u32 i;
+	__u32 ids[4] = { c0, c1, c2, c3 };
+	const struct hep_class *v[4];
+	__u64 lo = 0, hi = hep_cfg.nwords - 1;
+	__u64 w, mask;
+	int i;
 
-	if (w < vs->lo) {
-		w = vs->lo;
+	for (i = 0; i < 4; i++) {
+		v[i] = bpf_map_lookup_elem(&hep_class_v1, &ids[i]);
+		if (!v[i])
+			return -1;
+		if (v[i]->lo > lo)
+			lo = v[i]->lo;
+		if (v[i]->hi < hi)
+			hi = v[i]->hi;
+	}
+	/* verifier: 64-bit, so the bounds checked are on the register used to
+	 * index (a __u32 gets checked through a zero-extended copy). */
+	w = from / 64;
+	mask = ~0ULL << (from % 64);
+	if (w < lo) {
+		w = lo;
 		mask = ~0ULL;
 	}
 	for (i = 0; i < HEP_MAX_WORDS; i++) {
 		__u64 x;
 
 		/* verifier: bound w by the rodata word count, which the verifier
-		 * knows, so w[] stays inside the loader-sized value. */
-		if (w > vs->hi || w >= hep_cfg.nwords || w >= HEP_MAX_WORDS)
+		 * knows, so w[] stays inside the loader-sized value; the barrier
+		 * keeps clang from computing &v[w] before the check. */
+		if (w > hi || w >= hep_cfg.nwords || w >= HEP_MAX_WORDS)
 			break;
-		x = vs->v[0]->w[w] & vs->v[1]->w[w] & vs->v[2]->w[w] & vs->v[3]->w[w];
-		x &= mask;
+		asm volatile("" : "+r"(w));
+		x = v[0]->w[w] & v[1]->w[w] & v[2]->w[w] & v[3]->w[w] & mask;
 		if (x)
 			return w * 64 + hep_ctz64(x);
 		mask = ~0ULL;
 		w++;
 	}
-	return ~0U;
+	return -1;
 }
 
 /* Judge one flow on one chain. Always sets exactly one reason. */
 static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain,
 				       struct hep_verdict *v)
 {
-	struct hep_vectors vs;
+	__u32 src, dst, dport, sport;
 	__u32 from = 0;
 	int hop;
 
@@ -166,15 +154,18 @@ static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain,
 		v->reason = HEP_REASON_NO_POLICY;
 		return;
 	}
-	if (hep_load_vectors(f, chain, &vs))
-		return;
+	src = hep_addr_class(f, chain, HEP_SIDE_SRC);
+	dst = hep_addr_class(f, chain, HEP_SIDE_DST);
+	dport = hep_l4_class(f, chain, HEP_SIDE_DST);
+	sport = hep_l4_class(f, chain, HEP_SIDE_SRC);
 	for (hop = 0; hop < HEP_MAX_HOPS; hop++) {
-		__u32 slot = hep_first_match(&vs, from);
-		__u32 key = chain * hep_cfg.slot_stride + slot;
+		int slot = hep_scan(src, dst, dport, sport, from);
+		__u32 key;
 		struct hep_slot *s;
 
-		if (slot == ~0U)
+		if (slot < 0 || slot >= HEP_MAX_SLOTS)
 			return;		/* the final catch-all is missing: a bug */
+		key = chain * hep_cfg.slot_stride + slot;
 		s = bpf_map_lookup_elem(&hep_slot_v1, &key);
 		if (!s)
 			return;
