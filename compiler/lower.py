@@ -313,7 +313,7 @@ def _addr_classes(matches: list[Match], side: int, fam: int) -> list[tuple[IPNet
 
 def _complement(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
     out, at = [], 0
-    for lo, hi in sorted(ranges):
+    for lo, hi in _merge(ranges):
         if lo > at:
             out.append((at, lo - 1))
         at = max(at, hi + 1)
@@ -322,14 +322,26 @@ def _complement(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], .
     return tuple(out)
 
 
+def _merge(ranges) -> tuple[tuple[int, int], ...]:
+    """Sorted, disjoint, non-adjacent ranges (the sweep toggles a slot's bit
+    at each edge, so overlapping ranges of one slot must be merged first)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
 def _intersect(a, b):
     out = []
-    for alo, ahi in a:
-        for blo, bhi in b:
+    for alo, ahi in _merge(a):
+        for blo, bhi in _merge(b):
             lo, hi = max(alo, blo), min(ahi, bhi)
             if lo <= hi:
                 out.append((lo, hi))
-    return tuple(sorted(out))
+    return _merge(out)
 
 
 def _icmp_ranges(m) -> tuple[tuple[int, int], ...]:
