@@ -8,7 +8,7 @@ column marks), and scalars are resolved here by the YAML 1.2 core schema:
 
     null   ~ | null | Null | NULL | (empty)
     bool   true | True | TRUE | false | False | FALSE
-    int    [-+]?[0-9]+ | 0o[0-7]+ | 0x[0-9a-fA-F]+     (0777 is 777)
+    int    [-+]?[0-9]+ | 0o[0-7]+ | 0x[0-9a-fA-F]+     (0777 is refused: 1.1 says 511)
     float  [-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)? | [-+]?.inf | .nan
     str    everything else (10:20, on, yes, 1_000, 0b11 ...)
 
@@ -40,6 +40,9 @@ _INT16 = re.compile(r"^0x[0-9a-fA-F]+$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
+# Plain words YAML 1.1 (and so Kubernetes' and calicoctl's YAML) reads as
+# booleans; YAML 1.2 reads them as strings. A value written so is refused.
+_YAML11_BOOL = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +101,7 @@ def load_documents(text: str, *, source: str) -> tuple[Node, ...]:
     except YAMLError as e:
         raise PolicyError(Diagnostic(Span(source, 1, 1), "", None, f"YAML: {e}")) from None
     budget = [MAX_NODES]
-    return tuple(_convert(r, source, budget) for r in roots if r is not None and not _empty(r))
+    return tuple(_convert(r, source, budget, text) for r in roots if r is not None and not _empty(r))
 
 
 def _empty(node) -> bool:
@@ -109,20 +112,23 @@ def _span(node, source: str) -> Span:
     return Span(source, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _convert(node, source: str, budget: list[int]) -> Node:
+def _convert(node, source: str, budget: list[int], text: str) -> Node:
     budget[0] -= 1
     if budget[0] < 0:
         raise PolicyError(Diagnostic(_span(node, source), "", None,
                                      f"document expands to more than {MAX_NODES} nodes (alias bomb?)"))
     if isinstance(node, ScalarNode):
-        return _scalar(node, source)
+        # A node written with a tag starts with '!'; ruamel's own implicit
+        # tags follow YAML 1.1 rules and are ignored.
+        explicit = text[node.start_mark.index:node.start_mark.index + 1] == "!"
+        return _scalar(node, source, explicit)
     if isinstance(node, SequenceNode):
-        return Sequence(tuple(_convert(n, source, budget) for n in node.value), _span(node, source))
+        return Sequence(tuple(_convert(n, source, budget, text) for n in node.value), _span(node, source))
     if isinstance(node, MappingNode):
         items = []
         seen: dict[str, Span] = {}
         for k, v in node.value:
-            key = _convert(k, source, budget)
+            key = _convert(k, source, budget, text)
             if not isinstance(key, Scalar) or not isinstance(key.value, str):
                 raise PolicyError(Diagnostic(_span(k, source), "", None, "mapping keys must be strings"))
             if key.value == "<<":
@@ -131,33 +137,40 @@ def _convert(node, source: str, budget: list[int]) -> Node:
                 raise PolicyError(Diagnostic(key.span, key.value, None,
                                              f"duplicate key (first at line {seen[key.value].line})"))
             seen[key.value] = key.span
-            items.append((key, _convert(v, source, budget)))
+            value = _convert(v, source, budget, text)
+            if (isinstance(value, Scalar) and not value.quoted and isinstance(value.value, str)
+                    and _YAML11_BOOL.match(value.value)):
+                raise PolicyError(Diagnostic(value.span, key.value, value.value,
+                                             "ambiguous: YAML 1.1 reads this word as a boolean, YAML 1.2 as "
+                                             "a string; quote it if you mean the string"))
+            items.append((key, value))
         return Mapping(tuple(items), _span(node, source))
     raise PolicyError(Diagnostic(_span(node, source), "", None, "unsupported YAML node"))
 
 
-def _scalar(node: ScalarNode, source: str) -> Scalar:
+def _scalar(node: ScalarNode, source: str, explicit: bool) -> Scalar:
     span = _span(node, source)
     text = node.value
     quoted = node.style is not None  # ', ", | or >
     tag = node.tag or ""
-    explicit = tag.startswith(_TAG) and not node.style and tag != _resolved_tag(text)
-    if tag == "!" or quoted and not (explicit and tag.startswith(_TAG)):
+    if explicit and tag == "!":
         return Scalar(text, span, "str", True)
-    if tag.startswith("!") and not tag.startswith(_TAG):
+    if explicit and not tag.startswith(_TAG):
         raise PolicyError(Diagnostic(span, "", text, f"unknown tag {tag}"))
-    kind = tag[len(_TAG):] if explicit or quoted else _implicit(text)
+    if not explicit and quoted:
+        return Scalar(text, span, "str", True)
+    kind = tag[len(_TAG):] if explicit else _implicit(text)
+    if kind not in ("str", "int", "float", "bool", "null"):
+        raise PolicyError(Diagnostic(span, "", text, f"unsupported tag !!{kind}"))
+    if kind == "int" and not explicit and re.match(r"^[-+]?0[0-9]", text):
+        # YAML 1.1 reads 0777 as octal 511, YAML 1.2 as 777: refuse to guess.
+        raise PolicyError(Diagnostic(span, "", text, "ambiguous number with a leading zero (YAML 1.1 reads "
+                                     "it as octal, YAML 1.2 as decimal); write it without the zero"))
     try:
         value = _construct(kind, text)
     except ValueError:
         raise PolicyError(Diagnostic(span, "", text, f"not a valid !!{kind}")) from None
-    return Scalar(value, span, kind, quoted)
-
-
-def _resolved_tag(text: str) -> str:
-    """The tag ruamel would give a plain scalar; lets us tell an explicit
-    !!tag from an implicit one."""
-    return _TAG + _implicit(text)
+    return Scalar(value, span, kind, quoted or (kind == "str" and explicit))
 
 
 def _implicit(text: str) -> str:
