@@ -553,8 +553,9 @@ class _Builder:
             key = "doNotTrack" if dnt else "preDNAT"
             raise _err(f.get(key), f.sub(key), f"{key} requires applyOnForward: true")
         if pdn and (egress or EGRESS in types):
-            raise _err(spec, f.sub("egress" if egress else "types"),
-                       "a preDNAT policy cannot have egress rules or the Egress type", value=None)
+            key = "egress" if egress else "types"
+            raise PolicyError(Diagnostic(f.get(key).span, f.sub(key), None,
+                                         "a preDNAT policy cannot have egress rules or the Egress type"))
         self.policies.append(Policy(kind, name, namespace if kind == "NetworkPolicy" else None,
                                     tier, order, selector, ns_sel, sa_sel, types, ingress, egress,
                                     dnt, pdn, aof, span))

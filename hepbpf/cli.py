@@ -24,6 +24,7 @@ from hepbpf.compiler import (
     parse_spec,
     resolve,
 )
+from hepbpf.compiler.dump import dump_view
 from hepbpf.compiler.mapimage import CHAIN_INGRESS, dump as dump_maps
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOPERM = 0, 1, 2, 77
@@ -76,6 +77,8 @@ def cmd_check(args) -> int:
         print(str(w), file=sys.stderr)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no resources"
     print(f"valid: {summary}")
+    if args.dump and not args.iface:
+        raise CliError("--dump needs --iface (and --node)", EXIT_USAGE)
     if args.iface:
         compiled = compile_policy(sources, node=args.node, iface=args.iface)
         for w in compiled.warnings[len(ps.warnings):]:
@@ -92,6 +95,8 @@ def cmd_check(args) -> int:
                   f"{len(img.addr)} address entries, {img.port_tables} port tables")
         if args.dump == "maps":
             sys.stdout.write(dump_maps(img))
+        elif args.dump == "view":
+            sys.stdout.write(dump_view(view))
     return EXIT_OK
 
 
@@ -227,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--node", default=node_default)
     c.add_argument("--iface", help="also compile for this interface and summarise")
-    c.add_argument("--dump", choices=("maps",), help="print the compiled map contents")
+    c.add_argument("--dump", choices=("view", "maps"),
+                   help="print the resolved policy (view) or the compiled map contents (maps)")
     c.set_defaults(func=cmd_check)
 
     e = sub.add_parser("explain", help="the verdict for packets, and which rule gave it")
