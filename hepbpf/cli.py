@@ -58,7 +58,10 @@ def _warn(compiled) -> None:
 
 
 def _compile(args, iface: str):
-    return compile_policy(_read_sources(args.files), node=args.node, iface=iface)
+    from hepbpf.loader.netdev import iface_addresses
+
+    return compile_policy(_read_sources(args.files), node=args.node, iface=iface,
+                          iface_addrs=iface_addresses(iface))
 
 
 def cmd_check(args) -> int:

@@ -109,3 +109,16 @@ def test_two_namespaces_with_eth1_never_collide(bpffs, tmp_path):
         finally:
             hepbpf(a, "detach", "eth1", check=False)
             hepbpf(b, "detach", "eth1", check=False)
+
+
+def test_hep_found_by_expected_ip_on_the_interface(lab, tmp_path):
+    """A HostEndpoint with expectedIPs and no interfaceName governs the
+    interface that holds one of those addresses (EPMGR resolveHostEndpoints)."""
+    text = """apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: by-ip}
+spec: {node: n1, expectedIPs: [192.0.2.1]}
+"""
+    out = hepbpf(lab, "attach", "eth1", _policy(tmp_path, text), "--node", "n1")
+    assert "host endpoint by-ip" in out.stdout
+    hepbpf(lab, "detach", "eth1")
