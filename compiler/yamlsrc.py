@@ -1,77 +1,138 @@
-"""A strict YAML 1.2 front end that keeps a position for every node.
+"""A strict YAML 1.2 front end that keeps a source position for every node.
 
-Why not PyYAML: it reads YAML 1.1, where an unquoted port range `10:20` is
-the base-60 integer 620, `0777` is 511 and `on` is True, and it keeps the
-last of two duplicate keys without a word. A firewall must not coerce
-anything silently. So: ruamel.yaml composes the node graph (with line and
-column marks), and scalars are resolved here by the YAML 1.2 core schema:
+Why not ``yaml.safe_load``: PyYAML reads YAML 1.1, where an unquoted port
+range ``10:20`` is the base-60 integer 620, ``0777`` is the octal 511 and
+``on``/``yes`` are True, and where the second of two duplicate keys silently
+wins. A firewall must never coerce silently, and every error must say where
+it is (``policy.yaml:14:7: spec.ingress[0]...``). So ruamel.yaml's *parser*
+turns the text into events (each with a line and column), this module
+composes them into :class:`Scalar` / :class:`Mapping` / :class:`Sequence`
+nodes, and plain scalars are resolved here by the YAML 1.2 **core schema**
+(YAML 1.2.2, section 10.3.2) -- nothing else, no constructor runs:
 
     null   ~ | null | Null | NULL | (empty)
     bool   true | True | TRUE | false | False | FALSE
-    int    [-+]?[0-9]+ | 0o[0-7]+ | 0x[0-9a-fA-F]+     (0777 is refused: 1.1 says 511)
-    float  [-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)? | [-+]?.inf | .nan
-    str    everything else (10:20, on, yes, 1_000, 0b11 ...)
+    int    [-+]?[0-9]+ | 0o[0-7]+ | 0x[0-9a-fA-F]+
+    float  [-+]?(\\.[0-9]+ | [0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)?
+           | [-+]?(.inf | .Inf | .INF) | .nan | .NaN | .NAN
+    str    everything else
 
-Quoted and block scalars are always strings; explicit standard tags
-(!!str, !!int, ...) are honoured; duplicate keys, non-string keys and a
-`%YAML 1.1` directive are errors.
+Consequences worth knowing: ``10:20``, ``1_000``, ``0b11``, ``-0x1F`` and
+``+0o7`` are strings; ``1e3`` is the float 1000.0, ``0x1F`` the int 31 and
+``0o17`` the int 15. Quoted and block (``|``, ``>``) scalars are always
+strings, and say so in ``Scalar.quoted``, so callers can tell ``"80"`` from
+``80``.
+
+Two things the 1.2 core schema would read one way and YAML 1.1 (PyYAML, and
+the go-yaml behind kubectl and calicoctl) another are *refused*, not
+guessed, because reading either way would silently disagree with the other
+tools:
+
+* a plain int with a leading zero (``0777``: 1.2 decimal 777, 1.1 octal
+  511). ``0``, ``0o777``, ``777`` and ``!!int 0777`` (777) are fine;
+* a plain, untagged mapping value that YAML 1.1 reads as a boolean
+  (``y n yes no on off`` in their three casings). In 1.2 it is a string, so
+  ``enabled: on`` would be the string "on". Sequence items and keys are
+  read the 1.2 way (``[on, yes]`` are strings): there, no Calico field
+  expects a boolean.
+
+Explicit standard tags are honoured (``!!str 80`` is the string "80",
+``!!int "80"`` the int 80, ``!!float 1`` the float 1.0, ``!`` forces a
+string; ``quoted`` still only says how the scalar was written); a value
+that does not fit its tag is an error. Any other tag (``!!binary``,
+``!!timestamp``, ``!!set``, ``!foo``, a ``%TAG``-renamed ``!!``) is an error.
+
+Also errors (``PolicyError``, each diagnostic with a Span): YAML syntax
+errors where ruamel reports them (``YAML: ...``; a tab used for indentation
+gets its own message), duplicate keys (at the second key, ``duplicate key
+(first at line N)``, the path naming the key), keys that are not strings,
+the YAML 1.1 merge key ``<<`` (plain), aliases to undefined anchors or to a
+node that contains the alias, nesting deeper than ``MAX_DEPTH``, and any
+``%YAML`` directive but ``%YAML 1.2``: ``%YAML 1.1`` is *rejected*, never
+honoured, so it cannot switch the semantics back. Non-fatal problems
+(ambiguities, duplicates, keys, tags, aliases) are collected so one run
+reports all of them; syntax and size errors stop at once.
+
+Anchors and aliases work. An alias to a mapping or sequence *shares* the
+anchored node (spans inside it point where it was written); an alias to a
+scalar yields a copy of the scalar positioned at the ``*alias``. Sharing
+makes an alias O(1), but callers walk the expanded tree, so every node of
+it is counted -- written once or reached through an alias -- and a stream
+that expands to more than ``MAX_NODES`` nodes ("billion laughs") is an
+error.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from ruamel.yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
+from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.scanner import Scanner
 
 from .diagnostics import Diagnostic, PolicyError, Span
 
-MAX_NODES = 1_000_000  # expanded nodes per stream: aliases cannot blow up
-_TAG = "tag:yaml.org,2002:"
-_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
-_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
-_INT10 = re.compile(r"^[-+]?[0-9]+$")
-_INT8 = re.compile(r"^0o[0-7]+$")
-_INT16 = re.compile(r"^0x[0-9a-fA-F]+$")
-_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
-_INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
-_NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
-# Plain words YAML 1.1 (and so Kubernetes' and calicoctl's YAML) reads as
-# booleans; YAML 1.2 reads them as strings. A value written so is refused.
-_YAML11_BOOL = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
+__all__ = [
+    "MAX_NODES", "MAX_DEPTH", "Mapping", "Node", "Scalar", "Sequence",
+    "load_documents", "to_plain",
+]
+
+MAX_NODES = 1_000_000  # nodes in the alias-expanded trees of one stream
+MAX_DEPTH = 100  # nested collections; Calico resources need fewer than 10
+
+# --------------------------------------------------------------------------
+# Nodes
 
 
 @dataclass(frozen=True, slots=True)
 class Scalar:
+    """A scalar, resolved by the YAML 1.2 core schema.
+
+    ``tag`` is the resolved type: "str", "int", "float", "bool" or "null".
+    ``quoted`` is True if the scalar was written quoted ('...', "...") or as
+    a block scalar (|, >), so callers can tell ``"80"`` from ``80``."""
+
     value: str | int | float | bool | None
     span: Span
-    tag: str  # "str", "int", "float", "bool" or "null"
-    quoted: bool = False  # quoted or block scalar: always a string
+    tag: str
+    quoted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Mapping:
+    """A mapping with string keys, in source order, without duplicates."""
+
     items: tuple[tuple[Scalar, "Node"], ...]
     span: Span
+    _index: dict = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {k.value: (k, v) for k, v in self.items})
 
     def get(self, key: str) -> "Node | None":
-        for k, v in self.items:
-            if k.value == key:
-                return v
-        return None
+        hit = self._index.get(key)
+        return hit[1] if hit is not None else None
 
     def keys(self) -> list[str]:
         return [k.value for k, _ in self.items]
 
     def key_span(self, key: str) -> Span:
-        for k, _ in self.items:
-            if k.value == key:
-                return k.span
-        return self.span
+        """Where ``key`` is written (the mapping's span if it is absent)."""
+        hit = self._index.get(key)
+        return hit[0].span if hit is not None else self.span
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,144 +144,379 @@ class Sequence:
 Node = Scalar | Mapping | Sequence
 
 
-def load_documents(text: str, *, source: str) -> tuple[Node, ...]:
-    """Every non-empty document of a stream, as position-carrying nodes."""
-    if re.search(r"^%YAML\s+1\.1\b", text, re.M):
-        line = text[: re.search(r"^%YAML", text, re.M).start()].count("\n") + 1
-        raise PolicyError(Diagnostic(Span(source, line, 1), "", None,
-                                     "YAML 1.1 is not accepted (its implicit types coerce values); "
-                                     "remove the %YAML 1.1 directive"))
-    yaml = YAML(typ="safe", pure=True)
-    try:
-        roots = list(yaml.compose_all(io.StringIO(text)))
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        span = Span(source, mark.line + 1, mark.column + 1) if mark else Span(source, 1, 1)
-        reason = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
-        raise PolicyError(Diagnostic(span, "", None, f"YAML: {reason}")) from None
-    except YAMLError as e:
-        raise PolicyError(Diagnostic(Span(source, 1, 1), "", None, f"YAML: {e}")) from None
-    budget = [MAX_NODES]
-    return tuple(_convert(r, source, budget, text) for r in roots if r is not None and not _empty(r))
-
-
-def _empty(node) -> bool:
-    return isinstance(node, ScalarNode) and node.value == "" and node.style is None and node.tag == _TAG + "null"
-
-
-def _span(node, source: str) -> Span:
-    return Span(source, node.start_mark.line + 1, node.start_mark.column + 1)
-
-
-def _convert(node, source: str, budget: list[int], text: str) -> Node:
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise PolicyError(Diagnostic(_span(node, source), "", None,
-                                     f"document expands to more than {MAX_NODES} nodes (alias bomb?)"))
-    if isinstance(node, ScalarNode):
-        # A node written with a tag starts with '!'; ruamel's own implicit
-        # tags follow YAML 1.1 rules and are ignored.
-        explicit = text[node.start_mark.index:node.start_mark.index + 1] == "!"
-        return _scalar(node, source, explicit)
-    if isinstance(node, SequenceNode):
-        return Sequence(tuple(_convert(n, source, budget, text) for n in node.value), _span(node, source))
-    if isinstance(node, MappingNode):
-        items = []
-        seen: dict[str, Span] = {}
-        for k, v in node.value:
-            key = _convert(k, source, budget, text)
-            if not isinstance(key, Scalar) or not isinstance(key.value, str):
-                raise PolicyError(Diagnostic(_span(k, source), "", None, "mapping keys must be strings"))
-            if key.value == "<<":
-                raise PolicyError(Diagnostic(key.span, "", None, "merge keys (<<) are not part of YAML 1.2"))
-            if key.value in seen:
-                raise PolicyError(Diagnostic(key.span, key.value, None,
-                                             f"duplicate key (first at line {seen[key.value].line})"))
-            seen[key.value] = key.span
-            value = _convert(v, source, budget, text)
-            if (isinstance(value, Scalar) and not value.quoted and isinstance(value.value, str)
-                    and _YAML11_BOOL.match(value.value)):
-                raise PolicyError(Diagnostic(value.span, key.value, value.value,
-                                             "ambiguous: YAML 1.1 reads this word as a boolean, YAML 1.2 as "
-                                             "a string; quote it if you mean the string"))
-            items.append((key, value))
-        return Mapping(tuple(items), _span(node, source))
-    raise PolicyError(Diagnostic(_span(node, source), "", None, "unsupported YAML node"))
-
-
-def _scalar(node: ScalarNode, source: str, explicit: bool) -> Scalar:
-    span = _span(node, source)
-    text = node.value
-    quoted = node.style is not None  # ', ", | or >
-    tag = node.tag or ""
-    if explicit and tag == "!":
-        return Scalar(text, span, "str", True)
-    if explicit and not tag.startswith(_TAG):
-        raise PolicyError(Diagnostic(span, "", text, f"unknown tag {tag}"))
-    if not explicit and quoted:
-        return Scalar(text, span, "str", True)
-    kind = tag[len(_TAG):] if explicit else _implicit(text)
-    if kind not in ("str", "int", "float", "bool", "null"):
-        raise PolicyError(Diagnostic(span, "", text, f"unsupported tag !!{kind}"))
-    if kind == "int" and not explicit and re.match(r"^[-+]?0[0-9]", text):
-        # YAML 1.1 reads 0777 as octal 511, YAML 1.2 as 777: refuse to guess.
-        raise PolicyError(Diagnostic(span, "", text, "ambiguous number with a leading zero (YAML 1.1 reads "
-                                     "it as octal, YAML 1.2 as decimal); write it without the zero"))
-    try:
-        value = _construct(kind, text)
-    except ValueError:
-        raise PolicyError(Diagnostic(span, "", text, f"not a valid !!{kind}")) from None
-    return Scalar(value, span, kind, quoted or (kind == "str" and explicit))
-
-
-def _implicit(text: str) -> str:
-    if _NULL.match(text):
-        return "null"
-    if text in _BOOL:
-        return "bool"
-    if _INT10.match(text) or _INT8.match(text) or _INT16.match(text):
-        return "int"
-    if _FLOAT.match(text) or _INF.match(text) or _NAN.match(text):
-        return "float"
-    return "str"
-
-
-def _construct(kind: str, text: str):
-    if kind == "str":
-        return text
-    if kind == "null":
-        if not _NULL.match(text):
-            raise ValueError(text)
-        return None
-    if kind == "bool":
-        return _BOOL[text] if text in _BOOL else _fail(text)
-    if kind == "int":
-        if _INT10.match(text):
-            return int(text, 10)
-        if _INT8.match(text):
-            return int(text[2:], 8)
-        if _INT16.match(text):
-            return int(text[2:], 16)
-        raise ValueError(text)
-    if kind == "float":
-        if _INF.match(text):
-            return -math.inf if text.startswith("-") else math.inf
-        if _NAN.match(text):
-            return math.nan
-        if _FLOAT.match(text) or _INT10.match(text):
-            return float(text)
-        raise ValueError(text)
-    raise ValueError(text)
-
-
-def _fail(text: str):
-    raise ValueError(text)
-
-
 def to_plain(node: Node):
-    """Plain Python objects, for debugging and tests."""
+    """The node tree as plain dicts, lists and scalars (debugging, tests)."""
     if isinstance(node, Scalar):
         return node.value
     if isinstance(node, Sequence):
         return [to_plain(n) for n in node.items]
     return {k.value: to_plain(v) for k, v in node.items}
+
+
+# --------------------------------------------------------------------------
+# Core-schema resolution
+
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_KINDS = ("str", "int", "float", "bool", "null")
+_NULL = frozenset(("", "~", "null", "Null", "NULL"))
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT10 = re.compile(r"[-+]?[0-9]+")
+_INT8 = re.compile(r"0o[0-7]+")
+_INT16 = re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_INF = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
+_NAN = re.compile(r"\.(?:nan|NaN|NAN)")
+
+
+def _implicit(text: str) -> str:
+    """The core-schema type of a plain (unquoted, untagged) scalar."""
+    if text in _NULL:
+        return "null"
+    if text in _BOOL:
+        return "bool"
+    if _INT10.fullmatch(text) or _INT8.fullmatch(text) or _INT16.fullmatch(text):
+        return "int"
+    if _FLOAT.fullmatch(text) or _INF.fullmatch(text) or _NAN.fullmatch(text):
+        return "float"
+    return "str"
+
+
+def _construct(kind: str, text: str) -> str | int | float | bool | None:
+    """``text`` as a value of core-schema type ``kind``; ValueError if it is
+    not one (only possible for an explicit tag, or a float out of range)."""
+    if kind == "str":
+        return text
+    if kind == "null" and text in _NULL:
+        return None
+    if kind == "bool" and text in _BOOL:
+        return _BOOL[text]
+    if kind == "int":
+        if _INT10.fullmatch(text):
+            return int(text, 10)
+        if _INT8.fullmatch(text):
+            return int(text[2:], 8)
+        if _INT16.fullmatch(text):
+            return int(text[2:], 16)
+    if kind == "float":
+        if _INF.fullmatch(text):
+            return -math.inf if text.startswith("-") else math.inf
+        if _NAN.fullmatch(text):
+            return math.nan
+        if _FLOAT.fullmatch(text):
+            value = float(text)
+            if math.isinf(value):
+                raise ValueError("float out of range")
+            return value
+    raise ValueError(f"not a valid !!{kind}")
+
+
+# Ambiguous between YAML 1.1 (PyYAML, and the go-yaml behind kubectl and
+# calicoctl) and 1.2: refused rather than read either way.
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9]")  # 0777: 1.1 octal 511, 1.2 decimal 777
+_YAML11_BOOL = frozenset("y Y yes Yes YES n N no No NO on On ON off Off OFF".split())
+
+_ARTICLE = {"int": "an int", "float": "a float", "bool": "a bool"}
+
+
+def _show_tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
+# --------------------------------------------------------------------------
+# Loading
+
+
+class _VersionError(YAMLError):
+    def __init__(self, mark, version) -> None:
+        super().__init__(f"%YAML {version}")
+        self.mark = mark
+        self.version = version
+
+
+class _StrictScanner(Scanner):
+    """Rejects any ``%YAML`` directive but 1.2 where it is written (ruamel
+    would otherwise switch to 1.1 parsing, or fail an assert on 1.3)."""
+
+    def scan_yaml_directive_value(self, start_mark):
+        version = super().scan_yaml_directive_value(start_mark)
+        if tuple(version) != (1, 2):
+            raise _VersionError(start_mark, version)
+        return version
+
+
+class _Fatal(Exception):
+    pass
+
+
+_OPEN = object()  # anchor whose node is still being composed
+
+
+def load_documents(text: str, *, source: str) -> tuple[Node, ...]:
+    """One root node per non-empty document of the stream ``text``.
+
+    Documents that are empty or only comments are skipped. ``source`` names
+    the text in every Span. Raises ``PolicyError`` (one diagnostic per
+    problem) for anything the module docstring lists as an error."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Scanner = _StrictScanner
+    composer = _Composer(text, source)
+    events = yaml.parse(text)
+    try:
+        docs = composer.stream(events)
+    except _Fatal:
+        raise PolicyError(composer.errors) from None
+    except _VersionError as e:
+        composer.errors.append(Diagnostic(
+            composer.span(e.mark), "", None,
+            f"YAML {e.version[0]}.{e.version[1]} is not accepted, only 1.2 (YAML 1.1 coerces "
+            "values such as 10:20, 0777 and on); remove the %YAML directive"))
+        raise PolicyError(composer.errors) from None
+    except MarkedYAMLError as e:
+        composer.errors.append(composer.syntax_error(e))
+        raise PolicyError(composer.errors) from None
+    except ReaderError as e:
+        line, col = composer.position(e.position)
+        char = e.character if isinstance(e.character, str) else chr(e.character)
+        composer.errors.append(Diagnostic(
+            Span(source, line, col), "", None,
+            f"YAML: character {char!r} (U+{ord(char):04X}) is not allowed"))
+        raise PolicyError(composer.errors) from None
+    except YAMLError as e:  # pragma: no cover - ruamel errors without a mark
+        composer.errors.append(Diagnostic(Span(source, 1, 1), "", None, f"YAML: {e}"))
+        raise PolicyError(composer.errors) from None
+    finally:
+        events.close()
+    if composer.errors:
+        raise PolicyError(composer.errors)
+    return docs
+
+
+def _path(path: tuple[str | int, ...]) -> str:
+    """("spec", "ingress", 0, "action") -> "spec.ingress[0].action"."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else part
+    return out
+
+
+class _Composer:
+    def __init__(self, text: str, source: str):
+        self.text = text
+        self.source = source
+        self.errors: list[Diagnostic] = []
+        self.anchors: dict[str, object] = {}
+        self.expanded = 0
+        self.events: Iterator = iter(())
+
+    # ---- positions
+
+    def span(self, mark) -> Span:
+        return Span(self.source, mark.line + 1, mark.column + 1)
+
+    def position(self, index: int) -> tuple[int, int]:
+        """1-based (line, column) of a character index, counting lines as
+        ruamel does (LF, CRLF or a lone CR)."""
+        before = self.text[:index]
+        line = before.count("\n") + len(re.findall(r"\r(?!\n)", before)) + 1
+        start = max(before.rfind("\n"), before.rfind("\r")) + 1
+        return line, index - start - before[start:].count("\ufeff") + 1
+
+    def _after_colon(self, key_end) -> Span | None:
+        """The span just after the ``:`` that follows a key: where an empty
+        value is. (ruamel marks it at the next token, often the next line.)"""
+        index = getattr(key_end, "index", None)
+        if index is None:
+            return None
+        colon = self.text.find(":", index)
+        if colon < 0 or any(c in "\r\n" for c in self.text[index:colon]):
+            return None
+        return Span(self.source, key_end.line + 1, key_end.column + (colon - index) + 2)
+
+    # ---- errors
+
+    def error(self, span: Span, path: tuple[str | int, ...], value: object, reason: str) -> None:
+        self.errors.append(Diagnostic(span, _path(path), value, reason))
+
+    def fatal(self, span: Span, path: tuple[str | int, ...], reason: str) -> _Fatal:
+        self.error(span, path, None, reason)
+        return _Fatal()
+
+    def syntax_error(self, e: MarkedYAMLError) -> Diagnostic:
+        mark = e.problem_mark or e.context_mark
+        span = self.span(mark) if mark is not None else Span(self.source, 1, 1)
+        index = getattr(mark, "index", None)
+        if index is not None and self.text[index:index + 1] == "\t":
+            start = max(self.text.rfind("\n", 0, index), self.text.rfind("\r", 0, index)) + 1
+            if self.text[start:index].strip(" \t") == "":
+                return Diagnostic(span, "", None,
+                                  "YAML: tab character used for indentation "
+                                  "(YAML indents with spaces only)")
+            return Diagnostic(span, "", None, "YAML: tab character not allowed here; use spaces")
+        reason = e.problem or e.context or "invalid YAML"
+        if e.problem and e.context:
+            cm = e.context_mark
+            where = (f" started at line {cm.line + 1}, column {cm.column + 1}"
+                     if cm is not None and mark is not None and (cm.line, cm.column) != (mark.line, mark.column)
+                     else "")
+            reason = f"{e.problem} ({e.context}{where})"
+        return Diagnostic(span, "", None, f"YAML: {reason}")
+
+    # ---- composition
+
+    def stream(self, events: Iterator) -> tuple[Node, ...]:
+        self.events = events
+        docs = []
+        for event in events:
+            if not isinstance(event, DocumentStartEvent):
+                continue  # StreamStart/End, DocumentEnd
+            self.anchors = {}  # anchors do not cross documents
+            first = next(events)
+            if (isinstance(first, ScalarEvent) and first.value == "" and first.style is None
+                    and first.tag is None and first.anchor is None):
+                continue  # empty document (nothing, or only comments)
+            node, _ = self.node(first, (), 0)
+            docs.append(node)
+        return tuple(docs)
+
+    def node(self, event, path: tuple[str | int, ...], depth: int, span: Span | None = None) -> tuple[Node, int]:
+        """The node starting at ``event`` and its expanded size in nodes."""
+        if isinstance(event, AliasEvent):
+            return self.alias(event, path)
+        self.count(1, event, path)
+        anchor = event.anchor
+        if anchor is not None:
+            self.anchors[anchor] = _OPEN
+        if isinstance(event, ScalarEvent):
+            result: tuple[Node, int] = (self.scalar(event, path, span), 1)
+        else:
+            if depth >= MAX_DEPTH:
+                raise self.fatal(self.span(event.start_mark), (),
+                                 f"nesting deeper than {MAX_DEPTH} levels")
+            if isinstance(event, SequenceStartEvent):
+                result = self.sequence(event, path, depth)
+            elif isinstance(event, MappingStartEvent):
+                result = self.mapping(event, path, depth)
+            else:  # pragma: no cover - the parser guarantees a node here
+                raise self.fatal(self.span(event.start_mark), path, f"unexpected {type(event).__name__}")
+        if anchor is not None:
+            self.anchors[anchor] = result
+        return result
+
+    def alias(self, event: AliasEvent, path: tuple[str | int, ...]) -> tuple[Node, int]:
+        span = self.span(event.start_mark)
+        target = self.anchors.get(event.anchor)
+        if target is None or target is _OPEN:
+            why = "no such anchor in this document" if target is None else \
+                "it refers to a node that contains it (a cycle)"
+            self.error(span, path, None, f"alias *{event.anchor}: {why}")
+            return Scalar(None, span, "null"), 1
+        node, size = target
+        self.count(size, event, path)
+        if isinstance(node, Scalar):
+            node = replace(node, span=span)
+        return node, size
+
+    def count(self, n: int, event, path: tuple[str | int, ...]) -> None:
+        self.expanded += n
+        if self.expanded > MAX_NODES:
+            raise self.fatal(self.span(event.start_mark), path,
+                             f"document expands to more than {MAX_NODES} nodes (an alias bomb?)")
+
+    def collection_tag(self, event, path: tuple[str | int, ...], want: str) -> None:
+        tag = event.tag
+        if tag is not None and tag != "!" and tag != _TAG + want:
+            what = "sequence" if want == "seq" else "mapping"
+            self.error(self.span(event.start_mark), path, None,
+                       f"tag {_show_tag(tag)} cannot apply to a {what} (only !!{want} can)")
+
+    def sequence(self, event: SequenceStartEvent, path: tuple[str | int, ...], depth: int) -> tuple[Node, int]:
+        self.collection_tag(event, path, "seq")
+        items: list[Node] = []
+        size = 1
+        for event2 in self.events:
+            if isinstance(event2, SequenceEndEvent):
+                break
+            child, n = self.node(event2, path + (len(items),), depth + 1)
+            items.append(child)
+            size += n
+        return Sequence(tuple(items), self.span(event.start_mark)), size
+
+    def mapping(self, event: MappingStartEvent, path: tuple[str | int, ...], depth: int) -> tuple[Node, int]:
+        self.collection_tag(event, path, "map")
+        items: list[tuple[Scalar, Node]] = []
+        seen: dict[str, Span] = {}
+        size = 1
+        for kev in self.events:
+            if isinstance(kev, MappingEndEvent):
+                break
+            key, n = self.node(kev, path, depth + 1)
+            size += n
+            vev = next(self.events)
+            span = None
+            if (isinstance(vev, ScalarEvent) and vev.value == "" and vev.style is None
+                    and vev.tag is None and vev.start_mark.line != kev.end_mark.line):
+                span = self._after_colon(kev.end_mark)
+            ok = self.check_key(kev, key, path, seen)
+            vpath = path + (key.value,) if isinstance(key, Scalar) and isinstance(key.value, str) else path
+            if (isinstance(vev, ScalarEvent) and vev.style is None and vev.tag is None
+                    and vev.value in _YAML11_BOOL):
+                self.error(self.span(vev.start_mark), vpath, vev.value,
+                           "ambiguous: YAML 1.1 reads this word as a boolean, YAML 1.2 as a string; "
+                           "quote it if you mean the string, or write true/false")
+            value, n = self.node(vev, vpath, depth + 1, span)
+            size += n
+            if ok:
+                seen[key.value] = key.span
+                items.append((key, value))
+        return Mapping(tuple(items), self.span(event.start_mark)), size
+
+    def check_key(self, event, key: Node, path: tuple[str | int, ...], seen: dict[str, Span]) -> bool:
+        if not isinstance(key, Scalar):
+            what = "mapping" if isinstance(key, Mapping) else "sequence"
+            self.error(key.span, path, None, f"mapping key is a {what}; keys must be strings")
+            return False
+        if not isinstance(key.value, str):
+            if key.value is None:
+                self.error(key.span, path, None, "mapping key is null (empty or ~); keys must be strings")
+            else:
+                shown = event.value if isinstance(event, ScalarEvent) else key.value
+                self.error(key.span, path, None,
+                           f"mapping key {shown} is {_ARTICLE[key.tag]}, not a string (quote it: \"{shown}\")")
+            return False
+        if (isinstance(event, ScalarEvent) and event.value == "<<" and event.style is None
+                and event.tag is None):
+            self.error(key.span, path, None,
+                       "merge keys (<<) are not part of YAML 1.2; write the fields out "
+                       "(or quote '<<' if it is meant as a key)")
+            return False
+        if key.value in seen:
+            self.error(key.span, path + (key.value,), None,
+                       f"duplicate key (first at line {seen[key.value].line})")
+            return False
+        return True
+
+    def scalar(self, event: ScalarEvent, path: tuple[str | int, ...], span: Span | None) -> Scalar:
+        span = span or self.span(event.start_mark)
+        text, tag = event.value, event.tag
+        quoted = event.style is not None  # ', ", | or >
+        if tag is None:
+            kind = "str" if quoted else _implicit(text)
+        elif tag == "!":
+            kind = "str"  # the non-specific tag: a string, whatever it looks like
+        elif tag.startswith(_TAG) and tag[len(_TAG):] in _SCALAR_KINDS:
+            kind = tag[len(_TAG):]
+        else:
+            known = "unsupported" if tag.startswith(_TAG) else "unknown"
+            self.error(span, path, text, f"{known} tag {_show_tag(tag)} (allowed: "
+                       "!!str, !!int, !!float, !!bool, !!null, !!map, !!seq)")
+            return Scalar(text, span, "str", quoted)
+        if kind == "int" and tag is None and _LEADING_ZERO.match(text):
+            self.error(span, path, text, "ambiguous number with a leading zero (YAML 1.1 reads it as "
+                       "octal, YAML 1.2 as decimal); write it without the zero, or as 0o...")
+            return Scalar(text, span, "str", quoted)
+        try:
+            value = _construct(kind, text)
+        except ValueError as e:
+            self.error(span, path, text, str(e))
+            return Scalar(text, span, "str", quoted)
+        return Scalar(value, span, kind, quoted)
