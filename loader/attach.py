@@ -35,7 +35,6 @@ from . import libbpf
 from .datapath import load_image, read_stats
 from .mapnames import ALL_MAPS, REASON_STATS, RULE_STATS, XDP_PROGRAM
 
-BPFFS_MAGIC = 0xCAFE4A11
 STATE_ROOT = Path("/run/hepbpf")
 
 
@@ -52,25 +51,22 @@ class AttachResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _is_bpffs(path: str) -> bool:
+def _mount_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The filesystem type mounted at ``path`` (the last, topmost mount)."""
+    kind = None
     try:
-        return os.statvfs(path) is not None and _fs_magic(path) == BPFFS_MAGIC
+        with open(mountinfo) as f:
+            for line in f:
+                fields = line.split()
+                if fields[4] == path:
+                    kind = fields[fields.index("-") + 1]
     except OSError:
-        return False
+        return None
+    return kind
 
 
-def _fs_magic(path: str) -> int:
-    # statvfs has no f_type; read it from /proc/self/mountinfo instead.
-    real = os.path.realpath(path)
-    best, fstype = "", ""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            mnt = parts[4]
-            sep = parts.index("-")
-            if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                best, fstype = mnt, parts[sep + 1]
-    return BPFFS_MAGIC if fstype == "bpf" else 0
+def _is_bpffs(path: str) -> bool:
+    return _mount_type(os.path.realpath(path)) == "bpf"
 
 
 def netns_key() -> str:
@@ -108,11 +104,7 @@ def bpffs_root(notes: list[str] | None = None) -> Path:
 
 
 def _host_is_bpffs() -> bool:
-    try:
-        with open("/proc/1/mountinfo") as f:
-            return any(line.split()[4] == "/sys/fs/bpf" and " - bpf " in line for line in f)
-    except OSError:
-        return False
+    return _mount_type("/sys/fs/bpf", "/proc/1/mountinfo") == "bpf"
 
 
 def pin_name(iface: str) -> str:
