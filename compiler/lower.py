@@ -351,32 +351,31 @@ def _icmp_ranges(m) -> tuple[tuple[int, int], ...]:
     return ((t << 8 | c, t << 8 | c),) if c is not None else ((t << 8, t << 8 | 255),)
 
 
+def _port_accept(proto: int, ports, not_ports) -> tuple[tuple[int, int], ...]:
+    """Values a port list pair admits: for a protocol without ports, a
+    positive list admits nothing and a negative one everything."""
+    acc = FULL
+    if proto in PORTED:
+        if ports is not None:
+            acc = _intersect(acc, ports)
+        if not_ports is not None:
+            acc = _intersect(acc, _complement(not_ports))
+    elif ports is not None:
+        return ()
+    return acc
+
+
 def _accept(m: Match, side: int, proto: int) -> tuple[tuple[int, int], ...]:
     """The 16-bit values (port, or ICMP type << 8 | code) ``m`` admits for
     ``proto`` on ``side``. The destination side also carries the protocol
     test, so the source side only checks source ports."""
     if side == SIDE_SRC:
-        acc = FULL
-        if proto in PORTED:
-            if m.sports is not None:
-                acc = _intersect(acc, tuple(sorted(m.sports)))
-            if m.not_sports is not None:
-                acc = _intersect(acc, _complement(m.not_sports))
-        elif m.sports is not None:
-            acc = ()  # ports can only match a protocol that has them
-        return acc
+        return _port_accept(proto, m.sports, m.not_sports)
     if m.protocol is not None and m.protocol != proto:
         return ()
     if m.not_protocol is not None and m.not_protocol == proto:
         return ()
-    acc = FULL
-    if proto in PORTED:
-        if m.dports is not None:
-            acc = _intersect(acc, tuple(sorted(m.dports)))
-        if m.not_dports is not None:
-            acc = _intersect(acc, _complement(m.not_dports))
-    elif m.dports is not None:
-        return ()
+    acc = _port_accept(proto, m.dports, m.not_dports)
     if proto in ICMP:
         if m.icmp is not None:
             acc = _intersect(acc, _icmp_ranges(m.icmp))

@@ -172,6 +172,12 @@ class _Fields:
             return None  # `key:` or `key: null` means unset, as in Go's JSON
         return node
 
+    def require(self, key: str) -> Node:
+        node = self.get(key)
+        if node is None:
+            raise PolicyError(Diagnostic(self.span, self.sub(key), None, "required field is missing"))
+        return node
+
     def ignore(self, *keys: str) -> None:
         self.read.update(keys)
 
@@ -622,14 +628,10 @@ def _endpoint_port(node: Node, path: str) -> EndpointPort:
     name = _str(f.get("name"), f.sub("name"), required=True, span=node.span)
     if not _valid_port_name(name):
         raise _err(f.get("name"), f.sub("name"), "invalid port name")
-    proto = _protocol(f.get("protocol"), f.sub("protocol"))
-    if proto is None:
-        raise PolicyError(Diagnostic(node.span, f.sub("protocol"), None, "required field is missing"))
+    proto = _protocol(f.require("protocol"), f.sub("protocol"))
     if proto.number not in PORT_PROTOCOLS:
         raise _err(f.get("protocol"), f.sub("protocol"), "protocol must be TCP, UDP or SCTP")
-    pnode = f.get("port")
-    if pnode is None:
-        raise PolicyError(Diagnostic(node.span, f.sub("port"), None, "required field is missing"))
+    pnode = f.require("port")
     port = _int(pnode, f.sub("port"))
     if not 1 <= port <= 65535:
         raise _err(pnode, f.sub("port"), "port number must be between 1 and 65535")
@@ -660,9 +662,7 @@ def _failsafes(node: Node | None, path: str, warnings: list[Diagnostic]) -> tupl
             raise _err(proto_node, f.sub("protocol"),
                        "felix accepts only tcp and udp failsafe entries (an sctp entry makes it reject "
                        "the whole list)")
-        pnode = f.get("port")
-        if pnode is None:
-            raise PolicyError(Diagnostic(item.span, f.sub("port"), None, "required field is missing"))
+        pnode = f.require("port")
         port = _int(pnode, f.sub("port"))
         if not 0 <= port <= 65535:
             raise _err(pnode, f.sub("port"), "port number must be between 0 and 65535")

@@ -681,7 +681,30 @@ def libbpf_version() -> str:
 # --- maps -------------------------------------------------------------------------
 
 
-class Map:
+class _FdHolder:
+    """An fd this object may own: closed by close(), ``with`` or GC. Maps
+    and programs of an open BpfObject do not own theirs (the object does)."""
+
+    _fd: int
+    _owned: bool
+
+    def close(self) -> None:
+        if self._owned and self._fd >= 0:
+            _close_fd(self._fd)
+        self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_owned", False):
+            self.close()
+
+
+class Map(_FdHolder):
     """A BPF map: either a map of an open ``BpfObject`` (resizable until the
     object is loaded, its fd owned by the object) or a bare fd (from an id or
     a pin; owned by this Map unless told otherwise, closed by ``close()``).
@@ -884,22 +907,6 @@ class Map:
     def pin(self, path: str | os.PathLike[str]) -> None:
         obj_pin(self.fd, path)
 
-    def close(self) -> None:
-        """Close the fd if this Map owns it (object maps: nothing to do)."""
-        if self._owned and self._fd >= 0:
-            _close_fd(self._fd)
-        self._fd = -1
-
-    def __enter__(self) -> Map:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_owned", False):
-            self.close()
-
     def __repr__(self) -> str:
         where = "object" if self._ptr is not None else f"fd={self._fd}"
         return f"<Map {self.name} {where}>"
@@ -912,7 +919,7 @@ class Map:
 # --- programs ---------------------------------------------------------------------
 
 
-class Program:
+class Program(_FdHolder):
     """A BPF program: of a ``BpfObject`` (fd owned by the object) or a bare
     fd (from an id or a pin; owned unless told otherwise)."""
 
@@ -975,21 +982,6 @@ class Program:
 
     def info(self) -> ProgInfo:
         return prog_info(self.fd)
-
-    def close(self) -> None:
-        if self._owned and self._fd >= 0:
-            _close_fd(self._fd)
-        self._fd = -1
-
-    def __enter__(self) -> Program:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_owned", False):
-            self.close()
 
     def __repr__(self) -> str:
         return f"<Program {self.name}>"
