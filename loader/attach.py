@@ -280,16 +280,22 @@ def _ifaces_with_state() -> list[str]:
 
 
 def status(iface: str | None = None) -> list[dict]:
+    """What is attached (the interface is the truth; /run state adds names)."""
     out = []
     for name in [iface] if iface else _ifaces_with_state():
-        st = _read_state(name)
-        if st is None:
-            continue
         try:
-            ifindex = socket.if_nametoindex(name)
-            current = _query(ifindex)
+            current = _query(socket.if_nametoindex(name))
         except OSError:
             current = {"prog_id": None, "mode": None}
+        st = _read_state(name)
+        if st is None:
+            if not (current["prog_id"] and _ours(current["prog_id"])):
+                continue
+            # Attached, but the state under /run is gone (e.g. a reboot of
+            # /run without one of the interface): report what the kernel knows.
+            st = {"iface": name, "mode": current["mode"], "prog_id": current["prog_id"], "node": None,
+                  "host_endpoint": None, "pin_dir": None, "attached_at": None, "slots": [],
+                  "state": "missing"}
         st["attached"] = bool(current["prog_id"]) and current["prog_id"] == st["prog_id"]
         st.update(_counters(st))
         st.pop("slots", None)

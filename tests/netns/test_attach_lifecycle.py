@@ -122,3 +122,17 @@ spec: {node: n1, expectedIPs: [192.0.2.1]}
     out = hepbpf(lab, "attach", "eth1", _policy(tmp_path, text), "--node", "n1")
     assert "host endpoint by-ip" in out.stdout
     hepbpf(lab, "detach", "eth1")
+
+
+def test_status_and_detach_without_run_state(lab, tmp_path):
+    """The interface, not /run, is the truth: with the state file gone,
+    status still reports the program and detach still removes it."""
+    hepbpf(lab, "attach", "eth1", _policy(tmp_path, hep()), "--node", "n1")
+    where = subprocess.run(["ip", "netns", "exec", lab.node_ns, sys.executable, "-c",
+                            "from hepbpf.loader.attach import state_path; print(state_path('eth1'))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    os.unlink(where)
+    st = status(lab)
+    assert st["attached"] and st["state"] == "missing" and st["prog_id"] == _xdp_prog_id(lab)
+    assert "detached" in hepbpf(lab, "detach", "eth1").stdout
+    assert _xdp_prog_id(lab) is None
