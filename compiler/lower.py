@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from .diagnostics import PolicyError, Diagnostic
 from .ir import ICMP_PROTOCOLS, INGRESS, IPNetwork, PortRange, Rule
@@ -39,7 +39,7 @@ from .mapimage import (
 )
 from .packet import ICMP, PORTED
 from .reasons import REASONS
-from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, peer_selected
+from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, named_port_members, peer_selected
 
 MAX_WORDS = 256  # enum hep_limits HEP_MAX_WORDS
 MAX_HOPS = 16  # HEP_MAX_HOPS: Pass hops, so tiers per chain
@@ -157,14 +157,14 @@ def _slots(chain: int, view: ChainView) -> list[_Slot]:
             for rule in pol.rules(view.direction):
                 if rule.action == "Log":
                     continue
-                m = _rule_match(rule, view.peers)
-                if m is None:
-                    continue  # can never match (e.g. selector with no peers)
                 reason = {"Allow": "rule-allow", "Deny": "rule-deny", "Pass": "rule-allow"}[rule.action]
-                s = add(m, rule.action, reason, stage=tv.stage, tier=tv.tier.name, policy=pol.name,
-                        rule=rule.index)
-                if rule.action == "Pass":
-                    passes.append(s)
+                # A rule may lower to several alternatives (named ports), one
+                # slot each, consecutive: first match over them is their OR.
+                for m in _rule_matches(rule, view.peers):
+                    s = add(m, rule.action, reason, stage=tv.stage, tier=tv.tier.name, policy=pol.name,
+                            rule=rule.index)
+                    if rule.action == "Pass":
+                        passes.append(s)
         if tv.stage == "normal" and tv.tier.default_action == "Deny":
             add(CATCH_ALL, "Deny", "end-of-tier", stage=tv.stage, tier=tv.tier.name)
         for s in passes:
@@ -213,7 +213,10 @@ def _side(ent, peers: tuple[Peer, ...]) -> SideMatch | None:
     return SideMatch(tuple(pos), tuple(neg))
 
 
-def _rule_match(rule: Rule, peers: tuple[Peer, ...]) -> Match | None:
+def _rule_matches(rule: Rule, peers: tuple[Peer, ...]) -> list[Match]:
+    """The rule as a list of Matches whose OR is the rule: one, or more
+    where named ports add (address, protocol, port) alternatives. Empty if
+    the rule can never match (e.g. a selector that picks no peer)."""
     fams = {4, 6}
     if rule.ip_version is not None:
         fams &= {rule.ip_version}
@@ -224,9 +227,9 @@ def _rule_match(rule: Rule, peers: tuple[Peer, ...]) -> Match | None:
             fams &= {n.version for n in nets}
     src, dst = _side(rule.source, peers), _side(rule.destination, peers)
     if not fams or src is None or dst is None:
-        return None
+        return []
     icmp = lambda m: None if m is None else (m.type, m.code)  # noqa: E731
-    return Match(
+    base = Match(
         frozenset(fams), src, dst,
         protocol=rule.protocol.number if rule.protocol else None,
         not_protocol=rule.not_protocol.number if rule.not_protocol else None,
@@ -234,6 +237,47 @@ def _rule_match(rule: Rule, peers: tuple[Peer, ...]) -> Match | None:
         dports=_ranges(rule.destination.ports), not_dports=_ranges(rule.destination.not_ports),
         sports=_ranges(rule.source.ports), not_sports=_ranges(rule.source.not_ports),
     )
+    out = [base]
+    for side, ent in (("src", rule.source), ("dst", rule.destination)):
+        alts = _port_alternatives(ent, peers)
+        if alts is not None:
+            out = [a for m in out for a in _with_alternatives(m, side, alts)]
+    return out
+
+
+def _port_alternatives(ent, peers: tuple[Peer, ...]):
+    """For a port list with named ports: its alternatives, each (addresses
+    or None, protocol or None, port ranges). None if it has no named port."""
+    named = [p for p in ent.ports if not isinstance(p, PortRange)]
+    if not named:
+        return None
+    alts = []
+    numeric = _ranges(ent.ports)
+    if numeric:
+        alts.append((None, None, numeric))
+    groups: dict[tuple[int, int], list] = defaultdict(list)
+    for p in named:
+        for net, proto, port in named_port_members(ent, p.name, peers):
+            groups[(proto, port)].append(net)
+    for (proto, port), nets in sorted(groups.items()):
+        alts.append((tuple(dict.fromkeys(nets)), proto, ((port, port),)))
+    return alts
+
+
+def _with_alternatives(m: Match, side: str, alts) -> list[Match]:
+    out = []
+    for nets, proto, ranges in alts:
+        if proto is not None and m.protocol is not None and proto != m.protocol:
+            continue
+        sm = m.src if side == "src" else m.dst
+        if nets is not None:
+            sm = SideMatch(sm.pos + (nets,), sm.neg)
+        fields = {"src": sm} if side == "src" else {"dst": sm}
+        fields["sports" if side == "src" else "dports"] = ranges
+        if proto is not None:
+            fields["protocol"] = proto
+        out.append(replace(m, **fields))
+    return out
 
 
 # --- address classes ----------------------------------------------------------

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ir import ICMP_PROTOCOLS, INGRESS, EntityRule, Failsafe, Rule
+from .ir import ICMP_PROTOCOLS, INGRESS, EntityRule, Failsafe, NamedPort, PortRange, Rule
 from .packet import ICMP, Packet
-from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, peer_selected
+from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, named_port_members, peer_selected
 
 _FAILSAFE_PROTO = {"tcp": 6, "udp": 17}
 
@@ -131,7 +131,7 @@ def _entity_matches(ent: EntityRule, addr, port: int, pkt: Packet, peers: tuple[
         if any(addr in n for p in peers if ent.not_selector.evaluate(p.label_map())
                for n in p.nets if n.version == addr.version):
             return False
-    if ent.ports and not _port_in(ent.ports, port):
+    if ent.ports and not _ports_match(ent, addr, port, pkt.proto, peers):
         return False
     if ent.not_ports and _port_in(ent.not_ports, port):
         return False
@@ -139,4 +139,14 @@ def _entity_matches(ent: EntityRule, addr, port: int, pkt: Packet, peers: tuple[
 
 
 def _port_in(ports, port: int) -> bool:
-    return any(r.lo <= port <= r.hi for r in ports)
+    return any(isinstance(r, PortRange) and r.lo <= port <= r.hi for r in ports)
+
+
+def _ports_match(ent: EntityRule, addr, port: int, proto: int, peers) -> bool:
+    """Numeric ports and named ports of one list are OR-ed; a named port
+    matches the (address, protocol, port) of an endpoint that declares it."""
+    if _port_in(ent.ports, port):
+        return True
+    return any(proto == mproto and port == mport and addr in net
+               for p in ent.ports if isinstance(p, NamedPort)
+               for net, mproto, mport in named_port_members(ent, p.name, peers))

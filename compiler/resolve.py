@@ -55,6 +55,7 @@ class Peer:
     namespace: str | None
     labels: tuple[tuple[str, str], ...]
     nets: tuple[IPNetwork, ...]
+    ports: tuple[tuple[str, int, int], ...] = ()  # named ports: (name, protocol, port)
 
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
@@ -127,7 +128,8 @@ def peers(ps: PolicySet) -> tuple[Peer, ...]:
     for h in ps.host_endpoints:
         if h.expected_ips:
             nets = tuple(ipaddress.ip_network(a) for a in h.expected_ips)
-            out.append(Peer("HostEndpoint", h.name, None, h.labels, nets))
+            ports = tuple((p.name, p.protocol.number, p.port) for p in h.ports)
+            out.append(Peer("HostEndpoint", h.name, None, h.labels, nets, ports))
     for s in ps.network_sets:
         out.append(Peer(s.kind, s.name, s.namespace, s.labels, s.nets))
     return tuple(out)
@@ -165,6 +167,14 @@ def peer_selected(ent, p: Peer) -> bool:
         if not scope_selector_matches_global(ent.namespace_selector):
             return False
     return ent.selector is None or ent.selector.evaluate(p.label_map())
+
+
+def named_port_members(ent, name: str, peers: tuple[Peer, ...]) -> list[tuple[IPNetwork, int, int]]:
+    """(address, protocol, port) of a named port: the endpoints that declare
+    it, among those the rule's positive selector on that side picks (all
+    endpoints if it has none), as felix's rule scanner builds the set."""
+    return [(n, proto, port) for p in peers if peer_selected(ent, p)
+            for (pname, proto, port) in p.ports if pname == name for n in p.nets]
 
 
 def failsafes(ps: PolicySet, node: str, direction: str) -> tuple[Failsafe, ...]:

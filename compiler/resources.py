@@ -426,10 +426,10 @@ def _check_rule(rule: Rule, node: Node, path: str, has_http: bool) -> None:
             else:
                 raise PolicyError(Diagnostic(bad[0].span, f"{path}.{side}.ports", str(bad[0]),
                                              "ports are only valid with protocol TCP, UDP or SCTP"))
-        for p in ent.ports + ent.not_ports:
+        for p in ent.not_ports:
             if isinstance(p, NamedPort):
-                raise PolicyError(Diagnostic(p.span, f"{path}.{side}.ports", p.name,
-                                             "named ports are not supported by hepbpf yet"))
+                raise PolicyError(Diagnostic(p.span, f"{path}.{side}.notPorts", p.name,
+                                             "named ports in notPorts are not supported by hepbpf yet"))
     if rule.icmp is not None and (rule.protocol is None or rule.protocol.number not in ICMP_PROTOCOLS):
         raise PolicyError(Diagnostic(rule.icmp.span, f"{path}.icmp", None,
                                      "icmp requires protocol ICMP or ICMPv6"))

@@ -364,6 +364,50 @@ ingress:
         denied=[udp(C, 53, sport=442), udp(C, 61, sport=2000), udp(C, 53, sport=6001)],
     ),
     Case(
+        "named-ports-resolve-to-endpoint-ports",
+        hep(name="n1-eth1") + """
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: n1-eth1-ports, labels: {role: "node"}}
+spec:
+  node: n9
+  interfaceName: eth9
+  expectedIPs: [192.0.2.1, "2001:db8::1"]
+  ports:
+  - {name: metrics, protocol: TCP, port: 9091}
+  - {name: dns, protocol: UDP, port: 53}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: peer-ports, labels: {role: "peer"}}
+spec:
+  node: n2
+  interfaceName: eth0
+  expectedIPs: [203.0.113.9]
+  ports:
+  - {name: metrics, protocol: TCP, port: 9100}
+---
+""" + gnp("named", """
+selector: all()
+ingress:
+- action: Allow
+  protocol: TCP
+  destination:
+    ports: [metrics, 8080]
+- action: Allow
+  destination:
+    ports: [dns]
+- action: Allow
+  protocol: TCP
+  source:
+    ports: [metrics]
+"""),
+        allowed=[tcp(C, 9091), tcp(C6, 9091), tcp(C, 8080), udp(C, 53), udp(C6, 53),
+                 tcp(D, 1, sport=9100)],
+        denied=[tcp(C, 9100), tcp(C, 53), udp(C, 9091), tcp(C, 1, sport=9100), tcp(D, 1, sport=9091)],
+        decided_by=[(tcp(C, 9091), "named", 0), (udp(C, 53), "named", 1), (tcp(D, 1, sport=9100), "named", 2)],
+    ),
+    Case(
         "failsafes-configured-none-and-with-nets",
         hep() + """
 apiVersion: projectcalico.org/v3

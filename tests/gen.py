@@ -23,6 +23,7 @@ LABEL_KEYS = ["role", "env", "tier", "zone"]
 LABEL_VALUES = ["a", "b", "c"]
 PORTS = [1, 22, 53, 68, 80, 443, 1000, 1500, 2000, 5473, 8080, 30000, 32767, 65535]
 PROTOCOLS = ["TCP", "UDP", "ICMP", "ICMPv6", "SCTP", 47, 6, 17, "UDPLite", 50]
+PORT_NAMES = ["web", "dns", "metrics"]
 
 
 @dataclass
@@ -69,8 +70,10 @@ class Gen:
             s = f"({s}) {r.choice(['&&', '||'])} {r.choice(atoms)}"
         return s
 
-    def ports(self) -> list:
+    def ports(self, named: bool = False) -> list:
         out = []
+        if named and self.r.random() < 0.4:
+            out.append(self.r.choice(PORT_NAMES))
         for _ in range(self.r.randint(1, 3)):
             a = self.r.choice(PORTS)
             if self.r.random() < 0.4:
@@ -117,7 +120,9 @@ class Gen:
             if r.random() < 0.15:
                 ent["notSelector"] = self.selector()
             if ported and r.random() < 0.5:
-                ent["ports"] = self.ports()
+                ent["ports"] = self.ports(named=True)
+            elif proto is None and r.random() < 0.1:
+                ent["ports"] = [r.choice(PORT_NAMES)]  # named ports need no protocol
             if ported and r.random() < 0.2:
                 ent["notPorts"] = self.ports()
             if ent:
@@ -165,12 +170,17 @@ class Gen:
         docs.append({"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
                      "metadata": {"name": "target", "labels": self.labels()},
                      "spec": {"node": NODE, "interfaceName": iface, "expectedIPs": ["192.0.2.1", "2001:db8::1"],
-                              "profiles": r.choice([[], ["projectcalico-default-allow"]])}})
+                              "profiles": r.choice([[], ["projectcalico-default-allow"]]),
+                              "ports": [{"name": n, "protocol": r.choice(["TCP", "UDP"]), "port": r.choice(PORTS)}
+                                        for n in r.sample(PORT_NAMES, r.randint(0, 2))]}})
         for h in range(r.randint(0, 3)):
             ips = [str(self.cidr(r.choice([4, 6])).network_address) for _ in range(r.randint(0, 2))]
             spec = {"node": f"n{h + 2}", "interfaceName": "eth0"}
             if ips:
                 spec["expectedIPs"] = ips
+            if r.random() < 0.6:
+                spec["ports"] = [{"name": r.choice(PORT_NAMES), "protocol": r.choice(["TCP", "UDP", "SCTP"]),
+                                  "port": r.choice(PORTS)} for _ in range(r.randint(1, 3))]
             docs.append({"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
                          "metadata": {"name": f"peer{h}", "labels": self.labels()}, "spec": spec})
         for s in range(r.randint(0, 3)):
