@@ -106,6 +106,19 @@ def check_references(ps: PolicySet) -> None:
         raise PolicyError(errors)
 
 
+def selection_warnings(ps: PolicySet) -> tuple[Diagnostic, ...]:
+    """Valid but almost certainly a mistake: a GlobalNetworkPolicy that
+    selects none of the host endpoints given (only checked when some are)."""
+    if not ps.host_endpoints:
+        return ()
+    return tuple(
+        Diagnostic(p.span, "spec.selector", str(p.selector),
+                   "selects none of the host endpoints in the given files", "warning")
+        for p in ps.policies
+        if p.kind == "GlobalNetworkPolicy" and not any(policy_selects(p, h) for h in ps.host_endpoints)
+    )
+
+
 def host_endpoint_for(ps: PolicySet, node: str, iface: str,
                       iface_addrs: tuple[IPAddress, ...] = ()) -> HostEndpoint | None:
     """The HEP that governs ``iface`` on ``node`` (EPMGR resolveHostEndpoints)."""

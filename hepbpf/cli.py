@@ -66,7 +66,7 @@ def _compile(args, iface: str):
 
 def cmd_check(args) -> int:
     from hepbpf.compiler import parse_files
-    from hepbpf.compiler.resolve import check_references
+    from hepbpf.compiler.resolve import check_references, selection_warnings
 
     sources = _read_sources(args.files)
     ps = parse_files(sources)
@@ -76,7 +76,7 @@ def cmd_check(args) -> int:
         for r in group:
             kind = getattr(r, "kind", type(r).__name__)
             kinds[kind] = kinds.get(kind, 0) + 1
-    for w in ps.warnings:
+    for w in ps.warnings + selection_warnings(ps):
         print(str(w), file=sys.stderr)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no resources"
     print(f"valid: {summary}")

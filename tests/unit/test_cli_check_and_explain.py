@@ -65,3 +65,13 @@ def test_explain_several_packets_in_order():
 def test_explain_bad_packet_is_a_usage_error():
     res = hepbpf("explain", DEMO, "--node", "lab-node", "--iface", "eth1", "--packet", "tcp 1.2.3.4 -> 5.6.7.8")
     assert res.returncode == 2 and "need ports" in res.stderr
+
+
+def test_check_warns_about_policy_selecting_no_host_endpoint(tmp_path):
+    text = Path(DEMO).read_text().replace('selector: running-calico == "true"', 'selector: running-calico == "yes"')
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    res = hepbpf("check", str(path))
+    assert res.returncode == 0
+    assert "warning: spec.selector = 'running-calico == \"yes\"': selects none of the host endpoints" \
+        in res.stderr
