@@ -175,7 +175,7 @@ class HostEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class NetworkSet:
-    kind: str  # GlobalNetworkSet (NetworkSet later)
+    kind: str  # GlobalNetworkSet or NetworkSet (namespaced)
     name: str
     namespace: str | None
     labels: tuple[tuple[str, str], ...]
@@ -227,6 +227,23 @@ class FelixConfiguration:
 
 
 @dataclass(frozen=True, slots=True)
+class Node:
+    """A Calico Node: what kube-controllers builds an automatic HEP from."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    addresses: tuple[IPAddress, ...]  # BGP, tunnel, WireGuard, InternalIP..., in order, deduplicated
+    span: Span = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class KubeControllersConfiguration:
+    name: str
+    auto_host_endpoints: bool  # controllers.node.hostEndpoint.autoCreate: Enabled
+    span: Span = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySet:
     """Everything read from the input files, validated."""
 
@@ -236,6 +253,8 @@ class PolicySet:
     network_sets: tuple[NetworkSet, ...] = ()
     felix_configs: tuple[FelixConfiguration, ...] = ()
     warnings: tuple[Diagnostic, ...] = field(default=())
+    nodes: tuple[Node, ...] = ()
+    kube_controllers: tuple[KubeControllersConfiguration, ...] = ()
 
     def merge(self, other: PolicySet) -> PolicySet:
         return PolicySet(
@@ -245,4 +264,6 @@ class PolicySet:
             self.network_sets + other.network_sets,
             self.felix_configs + other.felix_configs,
             self.warnings + other.warnings,
+            self.nodes + other.nodes,
+            self.kube_controllers + other.kube_controllers,
         )

@@ -144,7 +144,11 @@ def peers(ps: PolicySet) -> tuple[Peer, ...]:
             ports = tuple((p.name, p.protocol.number, p.port) for p in h.ports)
             out.append(Peer("HostEndpoint", h.name, None, h.labels, nets, ports))
     for s in ps.network_sets:
-        out.append(Peer(s.kind, s.name, s.namespace, s.labels, s.nets))
+        labels = s.labels
+        if s.namespace is not None:
+            # NetworkSets get their namespace as a label (networksetprocessor.go).
+            labels = tuple(sorted(dict(labels + (("projectcalico.org/namespace", s.namespace),)).items()))
+        out.append(Peer(s.kind, s.name, s.namespace, labels, s.nets))
     return tuple(out)
 
 
@@ -176,8 +180,14 @@ def peer_selected(ent, p: Peer) -> bool:
     namespaceSelector scopes the selector to namespaces; global() picks the
     non-namespaced peers (HEPs, GlobalNetworkSets). notSelector is never
     scoped and is evaluated on its own."""
-    if ent.namespace_selector is not None and p.namespace is None:
-        if not scope_selector_matches_global(ent.namespace_selector):
+    if ent.namespace_selector is not None:
+        if p.namespace is None:
+            if not scope_selector_matches_global(ent.namespace_selector):
+                return False
+        # A namespaced peer: hepbpf reads no Namespace objects, so the only
+        # namespace label it knows is projectcalico.org/name.
+        elif not ent.namespace_selector.evaluate({"projectcalico.org/name": p.namespace},
+                                                 all_value=True, global_value=False):
             return False
     return ent.selector is None or ent.selector.evaluate(p.label_map())
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from . import felixfields
+from .autohep import auto_host_endpoints
 from .diagnostics import Diagnostic, PolicyError, Span
 from .ir import (
     ACTIONS,
@@ -32,6 +33,8 @@ from .ir import (
     HostEndpoint,
     IcmpMatch,
     IPNetwork,
+    KubeControllersConfiguration,
+    Node as CalicoNode,
     NamedPort,
     NetworkSet,
     Policy,
@@ -67,6 +70,9 @@ _NAMED_PORT = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _PORT_NAME_K8S = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+_NAMESPACED = ("NetworkPolicy", "NetworkSet")
+
+
 def parse(text: str, *, source: str) -> PolicySet:
     """Parse and validate every resource in ``text``; raise ``PolicyError``
     listing all problems found."""
@@ -94,7 +100,7 @@ def parse_files(texts: list[tuple[str, str]]) -> PolicySet:
             errors.extend(e.diagnostics)
     if errors:
         raise PolicyError(errors)
-    return check_unique(result)
+    return auto_host_endpoints(check_unique(result))
 
 
 def check_unique(ps: PolicySet) -> PolicySet:
@@ -108,6 +114,8 @@ def check_unique(ps: PolicySet) -> PolicySet:
         + [(s.kind, s.namespace, s.name, s.span) for s in ps.network_sets]
         + [("FelixConfiguration", None, f.name, f.span) for f in ps.felix_configs]
         + [("Tier", None, t.name, t.span) for t in ps.tiers]
+        + [("Node", None, n.name, n.span) for n in ps.nodes]
+        + [("KubeControllersConfiguration", None, k.name, k.span) for k in ps.kube_controllers]
     )
     for kind, ns, name, span in items:
         key = (kind, ns, name)
@@ -269,6 +277,15 @@ def _cidr(node: Node, path: str) -> IPNetwork:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise _err(node, path, "not a valid IP address or CIDR") from None
+
+
+def _cidr_host(node: Node, path: str):
+    """An address written alone or with a prefix length (Node BGP fields)."""
+    text = _str(node, path)
+    try:
+        return ipaddress.ip_interface(text).ip
+    except ValueError:
+        raise _err(node, path, "not a valid IP address") from None
 
 
 def _address(node: Node, path: str):
@@ -477,10 +494,13 @@ class _Builder:
         self.sets: list[NetworkSet] = []
         self.felix: list[FelixConfiguration] = []
         self.warnings: list[Diagnostic] = []
+        self.nodes: list[CalicoNode] = []
+        self.kcc: list[KubeControllersConfiguration] = []
 
     def build(self) -> PolicySet:
         return PolicySet(tuple(self.policies), tuple(self.tiers), tuple(self.heps),
-                         tuple(self.sets), tuple(self.felix), tuple(self.warnings))
+                         tuple(self.sets), tuple(self.felix), tuple(self.warnings),
+                         tuple(self.nodes), tuple(self.kcc))
 
     def add(self, doc: Mapping, path: str) -> None:
         top = _Fields(doc, path.rstrip("."), doc.span)
@@ -496,12 +516,16 @@ class _Builder:
             "NetworkPolicy": self._policy,
             "HostEndpoint": self._hep,
             "GlobalNetworkSet": self._netset,
+            "NetworkSet": self._netset,
             "FelixConfiguration": self._felix,
             "Tier": self._tier,
+            "Node": self._node,
+            "KubeControllersConfiguration": self._kube_controllers,
         }.get(kind)
         if handler is None:
             raise _err(kind_node, p("kind"), "unsupported kind (hepbpf reads GlobalNetworkPolicy, "
-                       "NetworkPolicy, HostEndpoint, GlobalNetworkSet, FelixConfiguration, Tier)")
+                       "NetworkPolicy, HostEndpoint, GlobalNetworkSet, NetworkSet, FelixConfiguration, "
+                       "Tier, Node, KubeControllersConfiguration)")
         meta = _Fields(top.get("metadata"), p("metadata"), doc.span)
         name = _str(meta.get("name"), meta.sub("name"), required=True, span=meta.span)
         namespace = _str(meta.get("namespace"), meta.sub("namespace"))
@@ -516,7 +540,7 @@ class _Builder:
         top.done()
         if spec is not None and not isinstance(spec, Mapping):
             raise _err(spec, p("spec"), "must be a mapping")
-        if namespace is not None and kind != "NetworkPolicy":
+        if namespace is not None and kind not in _NAMESPACED:
             raise _err(meta.get("namespace"), meta.sub("namespace"), f"{kind} is not namespaced")
         handler(kind, name, namespace, labels, spec, p("spec"), doc.span, meta)
 
@@ -591,7 +615,62 @@ class _Builder:
         if any(k == "projectcalico.org/namespace" for k, _ in labels):
             raise _err(meta.node.get("labels"), meta.sub("labels"),
                        "label projectcalico.org/namespace is reserved", value=None)
-        self.sets.append(NetworkSet(kind, name, None, labels, nets, span))
+        ns = (namespace or "default") if kind == "NetworkSet" else None
+        self.sets.append(NetworkSet(kind, name, ns, labels, nets, span))
+
+    def _node(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
+        """Node addresses, in kube-controllers' order: BGP, tunnel and
+        WireGuard addresses, then spec.addresses (InternalIP and others)."""
+        f = _Fields(spec, path, span)
+        found: list[tuple[Node, str]] = []
+        bgp = _Fields(f.get("bgp"), f.sub("bgp"), span)
+        for key in ("ipv4Address", "ipv6Address", "ipv4IPIPTunnelAddr"):
+            found.append((bgp.get(key), bgp.sub(key)))
+        bgp.ignore("asNumber", "routeReflectorClusterID")
+        bgp.done()
+        for key in ("ipv4VXLANTunnelAddr", "ipv6VXLANTunnelAddr"):
+            found.append((f.get(key), f.sub(key)))
+        wg = _Fields(f.get("wireguard"), f.sub("wireguard"), span)
+        for key in ("interfaceIPv4Address", "interfaceIPv6Address"):
+            found.append((wg.get(key), wg.sub(key)))
+        wg.done()
+        for i, item in enumerate(_seq(f.get("addresses"), f.sub("addresses"))):
+            af = _Fields(item, f"{f.sub('addresses')}[{i}]", item.span)
+            found.append((af.require("address"), af.sub("address")))
+            af.ignore("type")
+            af.done()
+        f.ignore("orchRefs", "vxlanTunnelMACAddr", "vxlanTunnelMACAddrV6", "interfaces")
+        f.done()
+        addrs: list = []
+        for node, npath in found:
+            if node is not None:
+                # BGP addresses carry a prefix length ("10.0.0.1/24"): the host is the address.
+                a = _cidr_host(node, npath)
+                if a not in addrs:
+                    addrs.append(a)
+        self.nodes.append(CalicoNode(name, labels, tuple(addrs), span))
+
+    def _kube_controllers(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
+        f = _Fields(spec, path, span)
+        ctl = _Fields(f.get("controllers"), f.sub("controllers"), span)
+        node = _Fields(ctl.get("node"), ctl.sub("node"), span)
+        hep = _Fields(node.get("hostEndpoint"), node.sub("hostEndpoint"), span)
+        auto = _str(hep.get("autoCreate"), hep.sub("autoCreate")) or "Disabled"
+        if auto not in ("Enabled", "Disabled"):
+            raise _err(hep.get("autoCreate"), hep.sub("autoCreate"), "must be Enabled or Disabled")
+        if hep.get("templates") is not None:
+            raise _err(hep.get("templates"), hep.sub("templates"),
+                       "host endpoint templates are not supported by hepbpf yet", value="templates")
+        hep.ignore("createDefaultHostEndpoint")
+        hep.done()
+        node.ignore("reconcilerPeriod", "syncLabels", "leakGracePeriod")
+        node.done()
+        ctl.ignore("policy", "workloadEndpoint", "serviceAccount", "namespace", "loadBalancer")
+        ctl.done()
+        f.ignore("logSeverityScreen", "healthChecks", "etcdV3CompactionPeriod", "prometheusMetricsPort",
+                 "debugProfilePort")
+        f.done()
+        self.kcc.append(KubeControllersConfiguration(name, auto == "Enabled", span))
 
     def _tier(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
         if len(name) > 63 or not _DNS_LABEL.match(name):

@@ -408,6 +408,87 @@ ingress:
         decided_by=[(tcp(C, 9091), "named", 0), (udp(C, 53), "named", 1), (tcp(D, 1, sport=9100), "named", 2)],
     ),
     Case(
+        "auto-host-endpoint-from-node",
+        """
+apiVersion: projectcalico.org/v3
+kind: KubeControllersConfiguration
+metadata: {name: default}
+spec:
+  controllers:
+    node:
+      hostEndpoint: {autoCreate: Enabled}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: n1, labels: {kubernetes-host: "", node-role.kubernetes.io/master: ""}}
+spec:
+  bgp: {ipv4Address: 192.0.2.1/24, ipv6Address: "2001:db8::1/64"}
+  addresses: [{address: 192.0.2.1, type: InternalIP}]
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: n2, labels: {kubernetes-host: ""}}
+spec:
+  bgp: {ipv4Address: 203.0.113.9/24}
+---
+""" + gnp("ingress-k8s-masters", """
+selector: has(node-role.kubernetes.io/master)
+ingress:
+- action: Allow
+  protocol: TCP
+  destination: {ports: [6443]}
+- action: Allow
+  protocol: TCP
+  source: {selector: has(kubernetes-host)}
+  destination: {ports: [10250]}
+"""),
+        allowed=[tcp(C, 6443), tcp(D, 10250), tcp(C6, 6443)],
+        # The auto HEP carries projectcalico-default-allow, but the policy's
+        # tier ends in a deny, so the profile is never reached.
+        denied=[tcp(C, 10250), tcp(C, 80)],
+        decided_by=[(tcp(D, 10250), "ingress-k8s-masters", 1)],
+    ),
+    Case(
+        "network-sets-global-and-namespaced",
+        hep() + gnp("sets", """
+selector: all()
+ingress:
+- action: Allow
+  protocol: TCP
+  source:
+    selector: team == "blue"
+  destination: {ports: [80]}
+- action: Allow
+  protocol: TCP
+  source:
+    namespaceSelector: projectcalico.org/name == "prod"
+  destination: {ports: [81]}
+- action: Allow
+  protocol: TCP
+  source:
+    namespaceSelector: global()
+    selector: team == "blue"
+  destination: {ports: [82]}
+""") + """
+apiVersion: projectcalico.org/v3
+kind: NetworkSet
+metadata: {name: blue-prod, namespace: prod, labels: {team: blue}}
+spec: {nets: [198.51.100.0/28]}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkSet
+metadata: {name: red-dev, namespace: dev, labels: {team: red}}
+spec: {nets: [198.51.100.16/28]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: blue-global, labels: {team: blue}}
+spec: {nets: [203.0.113.0/28]}
+""",
+        allowed=[tcp(C, 80), tcp(D, 80), tcp(C, 81), tcp(D, 82)],
+        denied=[tcp("198.51.100.20", 80), tcp("198.51.100.20", 81), tcp(D, 81), tcp(C, 82)],
+    ),
+    Case(
         "failsafes-configured-none-and-with-nets",
         hep() + """
 apiVersion: projectcalico.org/v3

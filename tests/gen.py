@@ -119,6 +119,9 @@ class Gen:
                 ent["selector"] = self.selector()
             if r.random() < 0.15:
                 ent["notSelector"] = self.selector()
+            if r.random() < 0.1:
+                ent["namespaceSelector"] = r.choice(["global()", "projectcalico.org/name == 'prod'", "all()",
+                                                     "!has(team)"])
             if ported and r.random() < 0.5:
                 ent["ports"] = self.ports(named=True)
             elif proto is None and r.random() < 0.1:
@@ -185,8 +188,12 @@ class Gen:
                          "metadata": {"name": f"peer{h}", "labels": self.labels()}, "spec": spec})
         for s in range(r.randint(0, 3)):
             nets = [str(self.cidr(r.choice([4, 6]))) for _ in range(r.randint(1, 4))]
-            docs.append({"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet",
-                         "metadata": {"name": f"set{s}", "labels": self.labels()}, "spec": {"nets": nets}})
+            meta = {"name": f"set{s}", "labels": self.labels()}
+            kind = r.choice(["GlobalNetworkSet", "NetworkSet"])
+            if kind == "NetworkSet":
+                meta["namespace"] = r.choice(["prod", "dev"])
+            docs.append({"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta,
+                         "spec": {"nets": nets}})
         if r.random() < 0.3:
             fs = [{"protocol": r.choice(["TCP", "UDP"]), "port": r.choice(PORTS)} for _ in range(r.randint(0, 3))]
             for f in fs:

@@ -101,7 +101,8 @@ def test_resource_level_errors():
         "t.yaml:1:13: apiVersion = 'v1': apiVersion must be projectcalico.org/v3 (or crd.projectcalico.org/v1)"]
     assert errors("apiVersion: projectcalico.org/v3\nkind: Pod\nmetadata: {name: x}\n") == [
         "t.yaml:2:7: kind = 'Pod': unsupported kind (hepbpf reads GlobalNetworkPolicy, NetworkPolicy, "
-        "HostEndpoint, GlobalNetworkSet, FelixConfiguration, Tier)"]
+        "HostEndpoint, GlobalNetworkSet, NetworkSet, FelixConfiguration, Tier, Node, "
+        "KubeControllersConfiguration)"]
     assert errors("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {}\n") == [
         "t.yaml:3:11: metadata.name: required field is missing"]
     assert errors("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: Web}\n") == [
