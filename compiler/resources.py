@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from . import felixfields
+from . import felixfields, k8spolicy
 from .autohep import auto_host_endpoints
 from .diagnostics import Diagnostic, PolicyError, Span
 from .ir import (
@@ -506,6 +506,9 @@ class _Builder:
         top = _Fields(doc, path.rstrip("."), doc.span)
         p = (lambda key: f"{path}{key}")
         api = _str(top.get("apiVersion"), p("apiVersion"), required=True, span=doc.span)
+        if api == "networking.k8s.io/v1":
+            self._kubernetes(top, p, doc)
+            return
         if api not in API_VERSIONS:
             raise _err(top.get("apiVersion"), p("apiVersion"), "apiVersion must be projectcalico.org/v3 "
                        "(or crd.projectcalico.org/v1)")
@@ -543,6 +546,22 @@ class _Builder:
         if namespace is not None and kind not in _NAMESPACED:
             raise _err(meta.get("namespace"), meta.sub("namespace"), f"{kind} is not namespaced")
         handler(kind, name, namespace, labels, spec, p("spec"), doc.span, meta)
+
+    def _kubernetes(self, top: _Fields, p, doc: Mapping) -> None:
+        """networking.k8s.io/v1 NetworkPolicy, converted as Calico does."""
+        kind = _str(top.get("kind"), p("kind"), required=True, span=doc.span)
+        if kind != "NetworkPolicy":
+            raise _err(top.get("kind"), p("kind"), "hepbpf reads only NetworkPolicy from networking.k8s.io/v1")
+        meta = _Fields(top.get("metadata"), p("metadata"), doc.span)
+        name = _str(meta.get("name"), meta.sub("name"), required=True, span=meta.span)
+        namespace = _str(meta.get("namespace"), meta.sub("namespace")) or "default"
+        _labels(meta.get("labels"), meta.sub("labels"))
+        meta.ignore("annotations", *_IGNORED_META)
+        meta.done()
+        spec = top.get("spec")
+        top.ignore("status")
+        top.done()
+        self.policies.append(k8spolicy.convert(name, namespace, spec, p("spec"), doc.span, _Fields))
 
     def _policy(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
         name_re = _GNP_NAME if kind == "GlobalNetworkPolicy" else _DNS_SUBDOMAIN
