@@ -194,6 +194,10 @@ class Failsafe:
     net: IPNetwork | None
     span: Span = NOWHERE
 
+    @property
+    def proto_number(self) -> int:
+        return PROTOCOL_NUMBERS[self.protocol.upper()]
+
     def __str__(self) -> str:
         if self.net is None:
             return f"{self.protocol}:{self.port}"

@@ -44,7 +44,6 @@ from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, named_port_members,
 MAX_WORDS = 256  # enum hep_limits HEP_MAX_WORDS
 MAX_HOPS = 16  # HEP_MAX_HOPS: Pass hops, so tiers per chain
 FULL = ((0, 65535),)
-_FAILSAFE_PROTO = {"tcp": 6, "udp": 17}
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +184,8 @@ def _failsafe_match(fs, direction: str) -> Match:
     nets = SideMatch(pos=((fs.net,),)) if fs.net is not None else SideMatch()
     port = ((fs.port, fs.port),)
     if direction == INGRESS:
-        return Match(fams, nets, SideMatch(), protocol=_FAILSAFE_PROTO[fs.protocol], dports=port)
-    return Match(fams, SideMatch(), nets, protocol=_FAILSAFE_PROTO[fs.protocol], dports=port)
+        return Match(fams, nets, SideMatch(), protocol=fs.proto_number, dports=port)
+    return Match(fams, SideMatch(), nets, protocol=fs.proto_number, dports=port)
 
 
 def _ranges(ports) -> tuple[tuple[int, int], ...] | None:

@@ -83,12 +83,6 @@ class MapImage:
     def slot_stride(self) -> int:
         return self.nwords * 64
 
-    def slot(self, chain: int, slot: int) -> SlotEntry:
-        for s in self.slots:
-            if s.chain == chain and s.slot == slot:
-                return s
-        raise KeyError((chain, slot))
-
     def class_words(self, klass: int) -> tuple[int, int, tuple[int, ...]]:
         """(lo, hi, words) of a class vector; lo > hi when empty."""
         vec = self.classes[klass]

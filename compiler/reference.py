@@ -18,7 +18,6 @@ from .ir import ICMP_PROTOCOLS, INGRESS, EntityRule, Failsafe, NamedPort, PortRa
 from .packet import ICMP, Packet
 from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, named_port_members, peer_selected
 
-_FAILSAFE_PROTO = {"tcp": 6, "udp": 17}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +77,7 @@ def evaluate(view: ChainView, pkt: Packet) -> Verdict:
 def failsafe_matches(fs: Failsafe, pkt: Packet, direction: str = INGRESS) -> bool:
     """Protocol and destination port; if a net is set, the source (inbound)
     or the destination (outbound) must be in it (STATIC failsafeInChain)."""
-    if pkt.proto != _FAILSAFE_PROTO[fs.protocol] or pkt.dport != fs.port:
+    if pkt.proto != fs.proto_number or pkt.dport != fs.port:
         return False
     if fs.net is None:
         return True

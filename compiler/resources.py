@@ -605,11 +605,9 @@ class _Builder:
             key = "egress" if egress else "types"
             raise PolicyError(Diagnostic(f.get(key).span, f.sub(key), None,
                                          "a preDNAT policy cannot have egress rules or the Egress type"))
-        self.policies.append(Policy(kind, name, namespace if kind == "NetworkPolicy" else None,
-                                    tier, order, selector, ns_sel, sa_sel, types, ingress, egress,
-                                    dnt, pdn, aof, span))
-        if kind == "NetworkPolicy" and namespace is None:
-            self.policies[-1] = _replace_ns(self.policies[-1], "default")
+        ns = (namespace or "default") if kind == "NetworkPolicy" else None
+        self.policies.append(Policy(kind, name, ns, tier, order, selector, ns_sel, sa_sel, types, ingress,
+                                    egress, dnt, pdn, aof, span))
 
     def _hep(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
         f = _Fields(spec, path, span)
@@ -714,11 +712,6 @@ class _Builder:
         f.ignore(*felixfields.FELIX_CONFIGURATION_FIELDS)
         f.done()
         self.felix.append(FelixConfiguration(name, inbound, outbound, span))
-
-
-def _replace_ns(p: Policy, ns: str) -> Policy:
-    from dataclasses import replace
-    return replace(p, namespace=ns)
 
 
 def _endpoint_port(node: Node, path: str) -> EndpointPort:

@@ -19,7 +19,7 @@ from hepbpf.compiler.reasons import REASON_NAMES
 from . import abi
 from .encode import EncodedImage, encode
 from .frames import frame
-from .libbpf import BpfObject
+from .libbpf import BpfObject, num_possible_cpus
 from .mapnames import CLASS, POLICY_MAPS, TRACE, XDP_OBJECT, XDP_PROGRAM
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -33,15 +33,13 @@ class KernelVerdict:
     slot: int | None
 
 
-def possible_cpus() -> int:
-    """Per-CPU map values are sized by possible, not online, CPUs."""
-    with open("/sys/devices/system/cpu/possible") as f:
-        text = f.read().strip()
-    n = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        n = max(n, int(hi or lo) + 1)
-    return n
+def per_cpu(raw: bytes, ctype: str) -> list:
+    """Split a per-CPU map value (one 8-byte-aligned slot per possible CPU)
+    into ABI values."""
+    size = abi.sizeof(ctype)
+    stride = (size + 7) & ~7
+    return [abi.unpack(ctype, raw[cpu * stride:cpu * stride + size])
+            for cpu in range(num_possible_cpus())]
 
 
 class Datapath:
@@ -50,6 +48,7 @@ class Datapath:
         self.image = image
         self.enc = enc
         self.prog = obj.program(XDP_PROGRAM)
+        self._slots = {(e.chain, e.slot): e for e in image.slots}
 
     @property
     def prog_fd(self) -> int:
@@ -70,15 +69,10 @@ class Datapath:
         """One frame through the program; the verdict comes from the trace
         map, so the object must have been loaded with trace=True."""
         trace = self.obj.map(TRACE)
-        ncpu = possible_cpus()
-        vsize = abi.sizeof("struct hep_verdict")
-        stride = (vsize + 7) & ~7
         key = (0).to_bytes(4, sys.byteorder)
-        trace.update(key, bytes(stride * ncpu))
+        trace.update(key, bytes(trace.value_buffer_size))
         retval, _, _ = self.prog.test_run(data)
-        raw = trace.lookup(key, percpu=True)
-        for cpu in range(ncpu):
-            v = abi.unpack("struct hep_verdict", raw[cpu * stride: cpu * stride + vsize])
+        for v in per_cpu(trace.lookup(key, percpu=True), "struct hep_verdict"):
             if v.verdict:
                 slot = None if v.slot == 0xFFFFFFFF else v.slot
                 return KernelVerdict(retval, "allow" if v.verdict == 1 else "deny",
@@ -93,7 +87,7 @@ class Datapath:
         out = {"verdict": kv.verdict, "reason": kv.reason, "stage": None, "tier": None,
                "policy": None, "rule": None}
         if kv.slot is not None:
-            s = self.image.slot(chain, kv.slot)
+            s = self._slots[(chain, kv.slot)]
             out.update(stage=s.stage, tier=s.tier, policy=s.policy, rule=s.rule)
         return out
 
@@ -130,17 +124,9 @@ def fill(obj: BpfObject, enc: EncodedImage) -> None:
 
 def read_stats(m, key_count: int) -> list[tuple[int, int]]:
     """Sum a per-CPU hep_stats array: [(packets, bytes)] per key."""
-    ncpu = possible_cpus()
-    size = abi.sizeof("struct hep_stats")
     out = []
     for k in range(key_count):
         raw = m.lookup(k.to_bytes(4, sys.byteorder), percpu=True)
-        pk = by = 0
-        if raw:
-            for cpu in range(ncpu):
-                s = abi.unpack("struct hep_stats", raw[cpu * size:(cpu + 1) * size])
-                pk += s.packets
-                by += s.bytes
-        out.append((pk, by))
+        stats = per_cpu(raw, "struct hep_stats") if raw else []
+        out.append((sum(s.packets for s in stats), sum(s.bytes for s in stats)))
     return out
-
