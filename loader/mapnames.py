@@ -14,4 +14,5 @@ POLICY_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT)
 ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE)
 
 XDP_PROGRAM = "hep_xdp_ingress"
-XDP_OBJECT = "xdp.bpf.o"
+XDP_OBJECT = "hep.bpf.o"
+TC_PROGRAM = "hep_tc_egress"

@@ -17,7 +17,7 @@ from hepbpf.loader import abi
 
 ABI_STRUCTS = ["hep_lpm4_key", "hep_lpm6_key", "hep_proto_ent", "hep_class", "hep_slot", "hep_stats",
                "hep_flow", "hep_verdict", "hep_config"]
-OBJECTS = ["abi_anchor.bpf.o", "xdp.bpf.o"]
+OBJECTS = ["abi_anchor.bpf.o", "hep.bpf.o"]
 
 
 def btf_types(obj: str) -> dict[str, dict]:

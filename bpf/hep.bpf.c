@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* XDP entry: host-endpoint ingress policy, before DNAT and conntrack.
- * Only translates the context and the verdict; the logic is in the headers. */
+/* Entry programs: XDP judges what arrives on a host-endpoint interface
+ * (before DNAT and the kernel's conntrack), tc what leaves it. Both share
+ * every map of one object, so a flow allowed one way is known the other.
+ * They only translate the context and the verdict; the logic is in the
+ * headers and never touches the packet context. */
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "hepbpf_abi.h"
 #include "maps.h"
@@ -28,6 +32,12 @@ int hep_xdp_ingress(struct xdp_md *ctx)
 		v.verdict = HEP_VERDICT_ALLOW;
 	hep_account(&v, data_end - data);
 	return v.verdict == HEP_VERDICT_ALLOW ? XDP_PASS : XDP_DROP;
+}
+
+SEC("tc")
+int hep_tc_egress(struct __sk_buff *skb)
+{
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
