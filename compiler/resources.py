@@ -45,7 +45,15 @@ from .ir import (
     Rule,
     Tier,
 )
-from .selector import SelectorError, parse_selector, validate_namespace_selector, validate_policy_selector
+from .selector import (
+    Selector,
+    SelectorError,
+    all_of,
+    parse_selector,
+    validate_namespace_selector,
+    validate_policy_selector,
+    with_label_prefix,
+)
 from .yamlsrc import Mapping, Node, Scalar, Sequence, load_documents
 
 API_VERSIONS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
@@ -63,6 +71,8 @@ _IGNORED_META = frozenset(
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _GNP_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NP_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)?"
+                      r"|(knp|ossg)\.default\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _IFACE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
@@ -243,6 +253,8 @@ def _list_of(node: Node | None, path: str, item: Callable[[Node, str], T], limit
 
 
 def _labels(node: Node | None, path: str) -> tuple[tuple[str, str], ...]:
+    """metadata.labels: Kubernetes qualified names and label values, as
+    Calico's validateObjectMetaLabels checks them."""
     if node is None:
         return ()
     if not isinstance(node, Mapping):
@@ -250,33 +262,112 @@ def _labels(node: Node | None, path: str) -> tuple[tuple[str, str], ...]:
     out = []
     for key, value in node.items:
         kpath = f"{path}.{key.value}"
-        if not isinstance(key.value, str) or not _qualified_name(key.value):
-            raise _err(key, kpath, "invalid label name")
+        if not isinstance(key.value, str):
+            raise _err(key, kpath, "label name must be a string")
+        problem = qualified_name_problem(key.value)
+        if problem:
+            raise _err(key, kpath, f"invalid label name: {problem}")
         if not isinstance(value, Scalar) or not isinstance(value.value, str):
             raise _err(value, kpath, "label value must be a string (quote it)")
-        if len(value.value) > 63 or not _LABEL_VALUE.match(value.value):
-            raise _err(value, kpath, "invalid label value")
+        if len(value.value) > 63:
+            raise _err(value, kpath, f"invalid label value: {len(value.value)} characters (at most 63)")
+        if not _LABEL_VALUE.match(value.value):
+            raise _err(value, kpath, "invalid label value: alphanumerics, '-', '_' and '.', starting and "
+                       "ending with an alphanumeric (or empty)")
         out.append((key.value, value.value))
     return tuple(sorted(out))
 
 
-def _qualified_name(name: str) -> bool:
-    prefix, _, base = name.rpartition("/")
+def qualified_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a Kubernetes qualified name (``[prefix/]name``,
+    prefix a DNS subdomain), or None if it is one."""
+    prefix, slash, base = name.rpartition("/")
     if "/" in prefix:
-        return False
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        return False
-    return len(base) <= 63 and bool(_LABEL_NAME.match(base))
+        return "at most one '/'"
+    if slash and not prefix:
+        return "the prefix before '/' is empty"
+    if prefix and len(prefix) > 253:
+        return f"the prefix is {len(prefix)} characters (at most 253)"
+    if prefix and not _DNS_SUBDOMAIN.match(prefix):
+        return "the prefix must be a lower-case DNS subdomain"
+    if not base:
+        return "the name part is empty"
+    if len(base) > 63:
+        return f"the name part is {len(base)} characters (at most 63)"
+    if not _LABEL_NAME.match(base):
+        return ("the name part takes alphanumerics, '-', '_' and '.', and must start and end with an "
+                "alphanumeric")
+    return None
+
+
+# Calico's validateObjectMetaAnnotations: 256 KiB for all keys and values.
+_ANNOTATIONS_LIMIT = 256 * 1024
+
+
+def _annotations(node: Node | None, path: str) -> None:
+    """Annotation keys are qualified names (checked lower-cased, so upper
+    case is fine) and values strings; Calico caps their total size."""
+    if node is None:
+        return
+    if not isinstance(node, Mapping):
+        raise _err(node, path, "must be a mapping")
+    total = 0
+    for key, value in node.items:
+        kpath = f"{path}.{key.value}"
+        problem = qualified_name_problem(key.value.lower()) if isinstance(key.value, str) else "not a string"
+        if problem:
+            raise _err(key, kpath, f"invalid annotation name: {problem}")
+        if not isinstance(value, Scalar) or not isinstance(value.value, str):
+            raise _err(value, kpath, "annotation value must be a string (quote it)")
+        total += len(key.value.encode()) + len(value.value.encode())
+    if total > _ANNOTATIONS_LIMIT:
+        raise _err(node, path, f"annotations total {total} bytes (at most {_ANNOTATIONS_LIMIT})", value=None)
+
+
+_NAME_RULES = {
+    # kind: (pattern, maximum length, what the pattern means)
+    "GlobalNetworkPolicy": (_GNP_NAME, 253, "lower-case alphanumerics and '-', at most one '.', starting and "
+                            "ending with an alphanumeric"),
+    "NetworkPolicy": (_NP_NAME, 253, "a DNS label, two DNS labels joined by '.', or knp.default. or "
+                      "ossg.default. followed by a DNS subdomain"),
+    "Tier": (_DNS_LABEL, 63, "a DNS label: lower-case alphanumerics and '-', no dots"),
+}
+_SUBDOMAIN_RULE = (_DNS_SUBDOMAIN, 253, "a DNS subdomain: lower-case alphanumerics, '-' and '.', starting "
+                   "and ending with an alphanumeric")
+
+
+def _check_name(kind: str, name: str, node: Node, path: str) -> None:
+    """metadata.name as Calico's validator checks it for ``kind``."""
+    pattern, limit, meaning = _NAME_RULES.get(kind, _SUBDOMAIN_RULE)
+    if len(name) > limit:
+        raise _err(node, path, f"name is {len(name)} characters (at most {limit})")
+    if not pattern.match(name):
+        raise _err(node, path, f"invalid {kind} name: must be {meaning}")
+    if kind == "KubeControllersConfiguration" and name != "default":
+        # clientv3 refuses any other name; kube-controllers reads only this one.
+        raise _err(node, path, "a KubeControllersConfiguration must be named default")
 
 
 def _cidr(node: Node, path: str) -> IPNetwork:
     text = _str(node, path)
     try:
         # Calico accepts bare IPs and CIDRs with host bits set (validator
-        # "cidr"); matching uses the masked network.
+        # "cidr"); matching uses the masked network. Go has no zone-indexed
+        # ("fe80::1%eth0") addresses, Python does: refuse them.
+        if "%" in text:
+            raise ValueError(text)
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise _err(node, path, "not a valid IP address or CIDR") from None
+
+
+def _rule_net(node: Node, path: str) -> IPNetwork:
+    """A rule's nets/notNets entry: Calico's "net" validator wants the
+    network address itself (a bare IP is a /32 or /128)."""
+    net = _cidr(node, path)
+    if ipaddress.ip_interface(node.value).ip != net.network_address:
+        raise _err(node, path, f"host bits are set (a rule takes a network address: did you mean {net}?)")
+    return net
 
 
 def _cidr_host(node: Node, path: str):
@@ -291,6 +382,8 @@ def _cidr_host(node: Node, path: str):
 def _address(node: Node, path: str):
     text = _str(node, path)
     try:
+        if "%" in text:
+            raise ValueError(text)  # no zone index in Go's net.ParseIP
         return ipaddress.ip_address(text)
     except ValueError:
         raise _err(node, path, "not a valid IP address (expectedIPs take addresses, not CIDRs)") from None
@@ -383,29 +476,122 @@ def _icmp(node: Node | None, path: str) -> IcmpMatch | None:
     return IcmpMatch(typ, code, node.span)
 
 
-def _entity(node: Node | None, path: str, span: Span) -> EntityRule:
+def _entity(node: Node | None, path: str, span: Span) -> tuple[EntityRule, Node | None]:
+    """One side of a rule, plus its ``services`` node (validated here as far
+    as the side alone allows; the rule and policy checks come later)."""
     f = _Fields(node, path, span)
-    nets = _list_of(f.get("nets"), f.sub("nets"), _cidr, limit=256)
-    not_nets = _list_of(f.get("notNets"), f.sub("notNets"), _cidr, limit=256)
+    nets = _list_of(f.get("nets"), f.sub("nets"), _rule_net, limit=256)
+    not_nets = _list_of(f.get("notNets"), f.sub("notNets"), _rule_net, limit=256)
     for i, net in enumerate(not_nets):
         if net.prefixlen == 0:
             raise _err(_seq(f.get("notNets"), "")[i], f"{f.sub('notNets')}[{i}]",
                        "notNets may not contain a catch-all CIDR (it would match nothing)")
     sel = _selector(f.get("selector"), f.sub("selector"))
-    not_sel = _selector(f.get("notSelector"), f.sub("notSelector"))
+    # Calico's global() check covers `selector` only; notSelector takes any selector.
+    not_sel = _selector(f.get("notSelector"), f.sub("notSelector"), parse_selector)
     ns_sel = _selector(f.get("namespaceSelector"), f.sub("namespaceSelector"), validate_namespace_selector)
     ports = _list_of(f.get("ports"), f.sub("ports"), _port, limit=50)
     not_ports = _list_of(f.get("notPorts"), f.sub("notPorts"), _port, limit=50)
-    for key in ("serviceAccounts", "services"):
-        node_ = f.get(key)
-        if node_ is not None:
-            raise _err(node_, f.sub(key), "not supported by hepbpf: it matches Kubernetes workloads, "
-                       "which never carry host-endpoint traffic", value=key)
+    sa = _service_accounts(f.get("serviceAccounts"), f.sub("serviceAccounts"))
+    services = f.get("services")
+    if services is not None:
+        _services(services, f)
     f.done()
-    return EntityRule(nets, not_nets, sel, not_sel, ns_sel, ports, not_ports, f.span)
+    # Calico folds the service-account clause into the rule's selector
+    # (updateprocessors/rules.go): `(<sa clause>) && (<selector>)`. Only
+    # endpoints carrying those labels - workloads - match it, so for host
+    # traffic such a rule matches what its selector matches among peers
+    # that carry them, normally nothing.
+    return EntityRule(nets, not_nets, all_of(sa, sel), not_sel, ns_sel, ports, not_ports, f.span), services
 
 
-def _rule(node: Node, path: str, index: int, direction: str) -> Rule:
+_SA_LABEL = "projectcalico.org/serviceaccount"
+
+
+def _service_accounts(node: Node | None, path: str) -> Selector | None:
+    """serviceAccounts {names, selector} as the selector Calico makes of it:
+    names -> `projectcalico.org/serviceaccount in {...}`, selector -> its
+    labels prefixed `pcsa.` (all() stays all()), the two AND-ed."""
+    if node is None:
+        return None
+    f = _Fields(node, path, node.span)
+    names = _list_of(f.get("names"), f.sub("names"), lambda n, p: _str(n, p))
+    for i, name in enumerate(names):
+        if "'" in name:
+            # Calico quotes names with ' to build the selector; this one
+            # would not parse and Calico would silently drop the clause.
+            raise _err(_seq(f.get("names"), "")[i], f"{f.sub('names')}[{i}]",
+                       "a service account name cannot contain '")
+    sel = _selector(f.get("selector"), f.sub("selector"), parse_selector)
+    f.done()
+    quoted = ", ".join("'" + n + "'" for n in names)
+    by_name = parse_selector(f"{_SA_LABEL} in {{{quoted}}}") if names else None
+    return all_of(with_label_prefix(sel, "pcsa.") if sel is not None else None, by_name)
+
+
+def _services(node: Node, f: _Fields) -> None:
+    """The checks Calico's EntityRule validation makes of ``services``."""
+    path = f.sub("services")
+    sf = _Fields(node, path, node.span)
+    name = _str(sf.get("name"), sf.sub("name"))
+    namespace = _str(sf.get("namespace"), sf.sub("namespace"))
+    sf.done()
+    if not name:
+        raise _err(node, path, "services must specify a service name", value=None)
+    for key, value in (("name", name), ("namespace", namespace)):
+        if value and (len(value) > 253 or not _DNS_SUBDOMAIN.match(value)):
+            raise _err(sf.get(key), sf.sub(key), "must be a DNS subdomain (lower-case alphanumerics, '-' "
+                       "and '.')")
+    for others, keys in (("NamespaceSelector", ("namespaceSelector",)),
+                         ("Selector/NotSelector", ("selector", "notSelector")),
+                         ("ServiceAccounts", ("serviceAccounts",)),
+                         ("Nets/NotNets", ("nets", "notNets"))):
+        if any(_present(f.node.get(k)) for k in keys):
+            raise _err(node, path, f"cannot specify {others} and services on the same rule side", value=None)
+
+
+def _present(node: Node | None) -> bool:
+    """Set to something: Calico's CEL treats "" and [] as unset."""
+    if node is None:
+        return False
+    if isinstance(node, Scalar):
+        return node.value not in (None, "")
+    return not (isinstance(node, Sequence) and not node.items)
+
+
+_HTTP_LIMIT = 20  # methods and paths, each (CRD MaxItems)
+
+
+def _http(node: Node, path: str) -> None:
+    """Rule ``http``: HTTPMatch as Calico validates it."""
+    f = _Fields(node, path, node.span)
+    methods = _list_of(f.get("methods"), f.sub("methods"), lambda n, p: _str(n, p), limit=_HTTP_LIMIT)
+    for i, m in enumerate(methods):
+        if m in methods[:i]:
+            raise _err(_seq(f.get("methods"), "")[i], f"{f.sub('methods')}[{i}]", "duplicate HTTP method")
+    for i, item in enumerate(_seq(f.get("paths"), f.sub("paths"))):
+        if i >= _HTTP_LIMIT:
+            raise _err(f.get("paths"), f.sub("paths"), f"too many entries: {i + 1}+ (at most {_HTTP_LIMIT})",
+                       value=None)
+        ipath = f"{f.sub('paths')}[{i}]"
+        pf = _Fields(item, ipath, item.span)
+        exact, prefix = _str(pf.get("exact"), pf.sub("exact")), _str(pf.get("prefix"), pf.sub("prefix"))
+        pf.done()
+        if exact and prefix:
+            raise _err(item, ipath, "set exact or prefix, not both", value=None)
+        if not exact and not prefix:
+            raise _err(item, ipath, "exact or prefix is required", value=None)
+        key, value = ("exact", exact) if exact else ("prefix", prefix)
+        vnode, vpath = pf.get(key), pf.sub(key)
+        if len(value) > 1024:
+            raise _err(vnode, vpath, f"path is {len(value)} characters (at most 1024)")
+        if not value.startswith("/") or any(c in value for c in "? #"):
+            raise _err(vnode, vpath, "a path must start with '/' and contain no '?', '#' or space")
+    f.done()
+
+
+def _rule(node: Node, path: str, index: int, direction: str, *, kind: str = "GlobalNetworkPolicy",
+          warnings: list[Diagnostic] | None = None) -> Rule:
     f = _Fields(node, path, node.span)
     action = _str(f.get("action"), f.sub("action"), required=True, span=node.span)
     if action not in ACTIONS:
@@ -420,33 +606,79 @@ def _rule(node: Node, path: str, index: int, direction: str) -> Rule:
     not_protocol = _protocol(f.get("notProtocol"), f.sub("notProtocol"))
     icmp = _icmp(f.get("icmp"), f.sub("icmp"))
     not_icmp = _icmp(f.get("notICMP"), f.sub("notICMP"))
-    src = _entity(f.get("source"), f.sub("source"), node.span)
-    dst = _entity(f.get("destination"), f.sub("destination"), node.span)
+    src, src_services = _entity(f.get("source"), f.sub("source"), node.span)
+    dst, dst_services = _entity(f.get("destination"), f.sub("destination"), node.span)
     http = f.get("http")
-    f.ignore("metadata")
+    if http is not None:
+        _http(http, f.sub("http"))
+    meta = _Fields(f.get("metadata"), f.sub("metadata"), node.span)
+    _annotations(meta.get("annotations"), meta.sub("annotations"))
+    meta.done()
     f.done()
     rule = Rule(action, index, ip_version, protocol, not_protocol, icmp, not_icmp, src, dst, node.span)
-    _check_rule(rule, node, path, http is not None)
+    _check_rule(rule, node, path)
+    if http is not None:
+        _check_http(rule, http, f.sub("http"), direction, warnings)
+    _check_services(rule, path, direction, kind, src_services, dst_services)
     return rule
 
 
-def _check_rule(rule: Rule, node: Node, path: str, has_http: bool) -> None:
+def _check_http(rule: Rule, http: Node, path: str, direction: str, warnings: list[Diagnostic] | None) -> None:
+    if rule.action != "Allow":
+        raise _err(http, path, "HTTP match is only valid on Allow rules", value=None)
+    if rule.protocol is not None and rule.protocol.number != 6:
+        raise _err(http, path, f"rules with an HTTP match must have protocol TCP or none, not {rule.protocol}",
+                   value=None)
+    if direction == EGRESS:
+        raise _err(http, path, "HTTP match is not allowed in egress rules", value=None)
+    if warnings is not None:
+        # Only Calico's application-layer policy (a Dikastes sidecar next to
+        # a workload) reads http; felix renders the rule without it, so on a
+        # host endpoint it matches at L3/L4 alone - and so does hepbpf.
+        warnings.append(Diagnostic(http.span, path, None,
+                                   "ignored on host endpoints: Calico enforces http only in application-"
+                                   "layer policy for workloads, so this rule matches as if http were absent",
+                                   "warning"))
+
+
+def _check_services(rule: Rule, path: str, direction: str, kind: str, src: Node | None,
+                    dst: Node | None) -> None:
+    """Calico's rule- and policy-level services checks; a valid services
+    match is still refused: it stands for a Service's endpoint addresses
+    (EndpointSlices), which hepbpf does not read, and those may well be host
+    addresses (the kubernetes API service), so it cannot be assumed empty."""
+    if dst is not None and (rule.destination.ports or rule.destination.not_ports):
+        raise _err(dst, f"{path}.destination.services", "ports and notPorts cannot be specified with services",
+                   value=None)
+    for side, node, wrong in (("source", src, EGRESS), ("destination", dst, INGRESS)):
+        if node is None:
+            continue
+        spath = f"{path}.{side}.services"
+        if direction == wrong:
+            raise _err(node, spath, f"not allowed in {direction.lower()} rule {side}", value=None)
+        if kind == "GlobalNetworkPolicy" and node.get("namespace") is None:
+            raise _err(node, spath, "must specify a namespace in a GlobalNetworkPolicy", value=None)
+        raise _err(node, spath, "valid, but not supported by hepbpf: it matches a Kubernetes Service's "
+                   "endpoints, which hepbpf has no source for", value=None)
+
+
+def _check_rule(rule: Rule, node: Node, path: str) -> None:
     """Cross-field rules of Calico's validator (VAL.validateRule, CEL on Rule)."""
-    if has_http:
-        raise _err(node, f"{path}.http", "not enforced by the dataplane (Calico applies it only in "
-                   "app-layer policy); remove it", value="http")
     for side, ent in (("source", rule.source), ("destination", rule.destination)):
-        if (ent.ports or ent.not_ports) and (rule.protocol is None or rule.protocol.number not in PORT_PROTOCOLS):
-            bad = ent.ports or ent.not_ports
-            if all(isinstance(p, NamedPort) for p in bad) and rule.protocol is None:
-                pass  # Calico >= 3.32 allows named ports without a protocol
-            else:
-                raise PolicyError(Diagnostic(bad[0].span, f"{path}.{side}.ports", str(bad[0]),
-                                             "ports are only valid with protocol TCP, UDP or SCTP"))
+        for key, plist in (("ports", ent.ports), ("notPorts", ent.not_ports)):
+            if not plist or (rule.protocol is not None and rule.protocol.number in PORT_PROTOCOLS):
+                continue
+            if rule.protocol is None and all(isinstance(p, NamedPort) for p in plist):
+                continue  # Calico >= 3.32: a named port with no protocol matches any protocol
+            bad = next((p for p in plist if isinstance(p, PortRange)), plist[0]) if rule.protocol is None \
+                else plist[0]
+            raise PolicyError(Diagnostic(bad.span, f"{path}.{side}.{key}", str(bad),
+                                         "ports are only valid with protocol TCP, UDP or SCTP"))
         for p in ent.not_ports:
             if isinstance(p, NamedPort):
                 raise PolicyError(Diagnostic(p.span, f"{path}.{side}.notPorts", p.name,
-                                             "named ports in notPorts are not supported by hepbpf yet"))
+                                             "valid, but not supported by hepbpf yet: a named port in "
+                                             "notPorts (write the port numbers instead)"))
     if rule.icmp is not None and (rule.protocol is None or rule.protocol.number not in ICMP_PROTOCOLS):
         raise PolicyError(Diagnostic(rule.icmp.span, f"{path}.icmp", None,
                                      "icmp requires protocol ICMP or ICMPv6"))
@@ -532,10 +764,11 @@ class _Builder:
         meta = _Fields(top.get("metadata"), p("metadata"), doc.span)
         name = _str(meta.get("name"), meta.sub("name"), required=True, span=meta.span)
         namespace = _str(meta.get("namespace"), meta.sub("namespace"))
+        _check_name(kind, name, meta.get("name"), meta.sub("name"))
+        if namespace is not None and not _namespace_ok(namespace):
+            raise _err(meta.get("namespace"), meta.sub("namespace"), "a namespace name must be a DNS label")
         labels = _labels(meta.get("labels"), meta.sub("labels"))
-        annotations = meta.get("annotations")
-        if annotations is not None and not isinstance(annotations, Mapping):
-            raise _err(annotations, meta.sub("annotations"), "must be a mapping")
+        _annotations(meta.get("annotations"), meta.sub("annotations"))
         meta.ignore(*_IGNORED_META)
         meta.done()
         spec = top.get("spec")
@@ -554,9 +787,13 @@ class _Builder:
             raise _err(top.get("kind"), p("kind"), "hepbpf reads only NetworkPolicy from networking.k8s.io/v1")
         meta = _Fields(top.get("metadata"), p("metadata"), doc.span)
         name = _str(meta.get("name"), meta.sub("name"), required=True, span=meta.span)
+        _check_name("Kubernetes NetworkPolicy", name, meta.get("name"), meta.sub("name"))
         namespace = _str(meta.get("namespace"), meta.sub("namespace")) or "default"
+        if not _namespace_ok(namespace):
+            raise _err(meta.get("namespace"), meta.sub("namespace"), "a namespace name must be a DNS label")
         _labels(meta.get("labels"), meta.sub("labels"))
-        meta.ignore("annotations", *_IGNORED_META)
+        _annotations(meta.get("annotations"), meta.sub("annotations"))
+        meta.ignore(*_IGNORED_META)
         meta.done()
         spec = top.get("spec")
         top.ignore("status")
@@ -564,9 +801,6 @@ class _Builder:
         self.policies.append(k8spolicy.convert(name, namespace, spec, p("spec"), doc.span, _Fields))
 
     def _policy(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
-        name_re = _GNP_NAME if kind == "GlobalNetworkPolicy" else _DNS_SUBDOMAIN
-        if len(name) > 253 or not name_re.match(name):
-            raise _err(meta.node.get("name"), meta.sub("name"), "invalid policy name")
         f = _Fields(spec, path, span)
         order = _order(f.get("order"), f.sub("order"))
         tier = _str(f.get("tier"), f.sub("tier")) or "default"
@@ -576,9 +810,9 @@ class _Builder:
             ns_sel = _selector(f.get("namespaceSelector"), f.sub("namespaceSelector"))
         sa_sel = _selector(f.get("serviceAccountSelector"), f.sub("serviceAccountSelector"))
         types = _types(f.get("types"), f.sub("types"))
-        ingress = tuple(_rule(n, f"{f.sub('ingress')}[{i}]", i, INGRESS)
+        ingress = tuple(_rule(n, f"{f.sub('ingress')}[{i}]", i, INGRESS, kind=kind, warnings=self.warnings)
                         for i, n in enumerate(_seq(f.get("ingress"), f.sub("ingress"))))
-        egress = tuple(_rule(n, f"{f.sub('egress')}[{i}]", i, EGRESS)
+        egress = tuple(_rule(n, f"{f.sub('egress')}[{i}]", i, EGRESS, kind=kind, warnings=self.warnings)
                        for i, n in enumerate(_seq(f.get("egress"), f.sub("egress"))))
         dnt = pdn = aof = False
         if kind == "GlobalNetworkPolicy":
@@ -612,6 +846,8 @@ class _Builder:
     def _hep(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
         f = _Fields(spec, path, span)
         node = _str(f.get("node"), f.sub("node"), required=True, span=f.span)
+        if not node:
+            raise _err(f.get("node"), f.sub("node"), "no node has been specified")
         iface = _str(f.get("interfaceName"), f.sub("interfaceName"))
         if iface is not None and iface != "*" and not _IFACE.match(iface):
             raise _err(f.get("interfaceName"), f.sub("interfaceName"),
@@ -620,7 +856,7 @@ class _Builder:
         if not iface and not ips:
             raise _err(spec if spec is not None else f.get("node"), path,
                        "at least one of interfaceName and expectedIPs is required", value=None)
-        profiles = _list_of(f.get("profiles"), f.sub("profiles"), lambda n, p: _str(n, p))
+        profiles = _list_of(f.get("profiles"), f.sub("profiles"), _profile_name)
         ports = _list_of(f.get("ports"), f.sub("ports"), _endpoint_port)
         f.done()
         self.heps.append(HostEndpoint(name, labels, node, iface or None, ips, profiles, ports, span))
@@ -675,9 +911,12 @@ class _Builder:
         auto = _str(hep.get("autoCreate"), hep.sub("autoCreate")) or "Disabled"
         if auto not in ("Enabled", "Disabled"):
             raise _err(hep.get("autoCreate"), hep.sub("autoCreate"), "must be Enabled or Disabled")
-        if hep.get("templates") is not None:
+        templates = _list_of(hep.get("templates"), hep.sub("templates"), _hep_template)
+        if templates:
+            # Validated like Calico first, so a broken template gets its own reason.
             raise _err(hep.get("templates"), hep.sub("templates"),
-                       "host endpoint templates are not supported by hepbpf yet", value="templates")
+                       "valid, but not supported by hepbpf yet: template host endpoints need the "
+                       "nodes' interface names and addresses, which hepbpf does not read", value=None)
         hep.ignore("createDefaultHostEndpoint")
         hep.done()
         node.ignore("reconcilerPeriod", "syncLabels", "leakGracePeriod")
@@ -690,8 +929,6 @@ class _Builder:
         self.kcc.append(KubeControllersConfiguration(name, auto == "Enabled", span))
 
     def _tier(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
-        if len(name) > 63 or not _DNS_LABEL.match(name):
-            raise _err(meta.node.get("name"), meta.sub("name"), "invalid tier name (a DNS label, no dots)")
         f = _Fields(spec, path, span)
         order = _order(f.get("order"), f.sub("order"))
         action = _str(f.get("defaultAction"), f.sub("defaultAction")) or "Deny"
@@ -712,6 +949,41 @@ class _Builder:
         f.ignore(*felixfields.FELIX_CONFIGURATION_FIELDS)
         f.done()
         self.felix.append(FelixConfiguration(name, inbound, outbound, span))
+
+
+def _hep_template(node: Node, path: str) -> bool:
+    """KubeControllersConfiguration hostEndpoint.templates[i], as Calico
+    validates it (api Template tags)."""
+    f = _Fields(node, path, node.span)
+    gen = _str(f.get("generateName"), f.sub("generateName"))
+    if gen and (len(gen) > 253 or not _DNS_SUBDOMAIN.match(gen)):
+        raise _err(f.get("generateName"), f.sub("generateName"), "must be a DNS subdomain (lower-case "
+                   "alphanumerics, '-' and '.')")
+    cidrs = _list_of(f.get("interfaceCIDRs"), f.sub("interfaceCIDRs"), _cidr)
+    pattern = _str(f.get("interfacePattern"), f.sub("interfacePattern"))
+    if pattern:
+        try:
+            re.compile(pattern)  # close enough to Go's RE2 for "is it a regex at all"
+        except re.error as e:
+            raise _err(f.get("interfacePattern"), f.sub("interfacePattern"), f"not a valid regex: {e}") from None
+    if not cidrs and not pattern:
+        raise _err(node, path, "at least one of interfaceCIDRs and interfacePattern is required", value=None)
+    _labels(f.get("labels"), f.sub("labels"))
+    _selector(f.get("nodeSelector"), f.sub("nodeSelector"), parse_selector)
+    f.done()
+    return True
+
+
+def _namespace_ok(name: str) -> bool:
+    return len(name) <= 63 and bool(_DNS_LABEL.match(name))
+
+
+def _profile_name(node: Node, path: str) -> str:
+    name = _str(node, path)
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise _err(node, path, "invalid profile name: must be a DNS subdomain (lower-case alphanumerics, '-' "
+                   "and '.', starting and ending with an alphanumeric)")
+    return name
 
 
 def _endpoint_port(node: Node, path: str) -> EndpointPort:

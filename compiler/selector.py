@@ -552,3 +552,31 @@ def validate_namespace_selector(text: str) -> Selector:
         if [t.kind for t in _tokenize(text)] != ["global()", "eof"]:
             raise SelectorError("global() cannot be combined with other selectors", text.index("global("))
     return selector
+
+
+def _prefixed(expr: Expr, prefix: str) -> Expr:
+    match expr:
+        case Has(key):
+            return Has(prefix + key)
+        case _LabelTest() | _SetTest():
+            return type(expr)(prefix + expr.key, expr.values if isinstance(expr, _SetTest) else expr.value)
+        case Not(inner):
+            return Not(_prefixed(inner, prefix))
+        case And(terms) | Or(terms):
+            return type(expr)(tuple(_prefixed(t, prefix) for t in terms))
+    return expr  # all() and global() are not labels
+
+
+def with_label_prefix(selector: Selector, prefix: str) -> Selector:
+    """Every label key prefixed, all() and global() kept: what Calico's
+    PrefixVisitor does to a rule's serviceAccounts.selector (`pcsa.`)."""
+    return Selector(_prefixed(selector.root, prefix))
+
+
+def all_of(*selectors: Selector | None) -> Selector | None:
+    """The AND of the given selectors (None ones skipped), as Calico joins a
+    rule's service-account clause and its selector."""
+    roots = [s.root for s in selectors if s is not None]
+    if not roots:
+        return None
+    return Selector(roots[0] if len(roots) == 1 else And(tuple(roots)))

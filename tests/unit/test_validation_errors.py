@@ -65,9 +65,9 @@ def rule_error(extra: str) -> str:
     ("    protocol: ICMPv6\n    ipVersion: 4\n",
      "t.yaml:8:15: spec.ingress[0].protocol = 'ICMPv6': ICMPv6 cannot be used with ipVersion 4"),
     ("    bogus: 1\n", "t.yaml:8:5: spec.ingress[0].bogus: unknown field"),
-    ("    source: {serviceAccounts: {names: [a]}}\n",
-     "t.yaml:8:31: spec.ingress[0].source.serviceAccounts = 'serviceAccounts': not supported by hepbpf: it "
-     "matches Kubernetes workloads, which never carry host-endpoint traffic"),
+    ("    source: {serviceAccounts: {names: [\"it's\"]}}\n",
+     "t.yaml:8:40: spec.ingress[0].source.serviceAccounts.names[0] = \"it's\": a service account name cannot "
+     "contain '"),
 ])
 def test_rule_errors(extra, expected):
     assert rule_error(extra) == expected
@@ -106,7 +106,8 @@ def test_resource_level_errors():
     assert errors("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {}\n") == [
         "t.yaml:3:11: metadata.name: required field is missing"]
     assert errors("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: Web}\n") == [
-        "t.yaml:3:18: metadata.name = 'Web': invalid policy name"]
+        "t.yaml:3:18: metadata.name = 'Web': invalid GlobalNetworkPolicy name: must be lower-case alphanumerics "
+        "and '-', at most one '.', starting and ending with an alphanumeric"]
     assert errors("apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\n"
                   "spec: {node: n1}\n") == [
         "t.yaml:4:7: spec: at least one of interfaceName and expectedIPs is required"]
