@@ -33,6 +33,11 @@ libbpf 1.1 quirks handled here:
 * With a log buffer of ours, libbpf keeps the verifier log out of its
   messages; we put it in the error ourselves.
 * ``bpf_xdp_query()`` on a missing ifindex says "nothing attached".
+* ``bpf_tc_attach()`` reads ``prog_fd == 0`` as "not set" (EINVAL): an fd
+  0 is passed as a dup, as for XDP.
+* libbpf 1.1 predates tcx (kernel 6.6): ``bpf_link_create()`` passes
+  ``BPF_TCX_*`` through unchanged, but ``bpf_prog_query_opts()`` has no
+  ``link_ids``, so ``prog_query()`` makes the bpf(2) call itself.
 """
 
 from __future__ import annotations
@@ -55,8 +60,11 @@ from cffi import FFI
 __all__ = [
     "BpfError", "BpfObject", "Map", "Program",
     "BpfMapType", "BpfProgType", "MapUpdateFlags", "XdpAction", "XdpFlags", "XdpAttached", "PrintLevel",
-    "XdpMode", "XdpState", "ProgInfo", "MapInfo",
+    "XdpMode", "XdpState", "ProgInfo", "MapInfo", "LinkInfo", "ProgQuery", "TcFilter",
+    "BpfAttachType", "BpfLinkType", "TcAttachPoint", "BPF_F_REPLACE",
     "xdp_attach", "xdp_detach", "xdp_query", "prog_fd_by_id", "map_fd_by_id", "obj_get", "obj_pin",
+    "link_create", "link_update", "link_detach", "link_fd_by_id", "link_info", "prog_query", "prog_detach",
+    "tc_hook_create", "tc_hook_destroy", "tc_attach", "tc_detach", "tc_query",
     "prog_info", "map_info", "num_possible_cpus", "libbpf_version", "recent_messages", "set_debug",
     "LOG_SIZE", "LOG_TAIL_LINES",
 ]
@@ -193,6 +201,50 @@ class PrintLevel(IntEnum):
     DEBUG = 2
 
 
+class BpfAttachType(IntEnum):
+    """The enum bpf_attach_type values hepbpf uses (linux/bpf.h). TCX_* came
+    with kernel 6.6, after Debian 12's uapi headers (6.1): BPF_LSM_CGROUP is
+    43 there, then STRUCT_OPS 44, NETFILTER 45, TCX_INGRESS 46, TCX_EGRESS 47."""
+
+    TCX_INGRESS = 46
+    TCX_EGRESS = 47
+
+
+class BpfLinkType(IntEnum):
+    """enum bpf_link_type (linux/bpf.h, uapi 6.7)."""
+
+    UNSPEC = 0
+    RAW_TRACEPOINT = 1
+    TRACING = 2
+    CGROUP = 3
+    ITER = 4
+    NETNS = 5
+    XDP = 6
+    PERF_EVENT = 7
+    KPROBE_MULTI = 8
+    STRUCT_OPS = 9
+    NETFILTER = 10
+    TCX = 11
+    UPROBE_MULTI = 12
+    NETKIT = 13
+
+
+class TcAttachPoint(IntFlag):
+    """enum bpf_tc_attach_point (bpf/libbpf.h): the clsact qdisc's hooks.
+    INGRESS | EGRESS names the qdisc itself (bpf_tc_hook_destroy deletes it)."""
+
+    INGRESS = 1 << 0
+    EGRESS = 1 << 1
+    CUSTOM = 1 << 2
+
+
+BPF_F_REPLACE = 1 << 2  # linux/bpf.h: link update only if the old program is still the expected one
+BPF_TC_F_REPLACE = 1 << 0  # bpf/libbpf.h enum bpf_tc_flags
+_BPF_PROG_QUERY = 16  # enum bpf_cmd
+# __NR_bpf, for the one command libbpf 1.1 cannot spell (prog_query).
+_NR_BPF = {"x86_64": 321, "amd64": 321, "i386": 357, "i686": 357, "aarch64": 280, "arm64": 280,
+           "riscv64": 280, "loongarch64": 280, "armv7l": 386, "ppc64le": 361, "ppc64": 361, "s390x": 351}
+
 XdpMode = Literal["native", "generic", "offload"]
 _MODE_FLAGS: dict[str, XdpFlags] = {
     "native": XdpFlags.DRV_MODE, "generic": XdpFlags.SKB_MODE, "offload": XdpFlags.HW_MODE,
@@ -223,7 +275,8 @@ typedef unsigned int __u32;
 typedef unsigned long long __u64;
 """ + _enum_cdef("bpf_map_type", "BPF_MAP_TYPE_", BpfMapType) \
     + _enum_cdef("bpf_prog_type", "BPF_PROG_TYPE_", BpfProgType) \
-    + _enum_cdef("libbpf_print_level", "LIBBPF_", PrintLevel) + """
+    + _enum_cdef("libbpf_print_level", "LIBBPF_", PrintLevel) \
+    + _enum_cdef("bpf_tc_attach_point", "BPF_TC_", TcAttachPoint) + """
 /* The real type ends in va_list, which cffi cannot spell. On the ABIs we
  * format on (see _VA_LIST_IS_POINTER) a va_list argument travels as one
  * pointer-sized value, so void * receives it and hands it on to vsnprintf. */
@@ -264,7 +317,55 @@ struct bpf_xdp_query_opts {
     size_t :0;
 };
 
+struct bpf_tc_hook {
+    size_t sz;
+    int ifindex;
+    enum bpf_tc_attach_point attach_point;
+    __u32 parent;
+    size_t :0;
+};
+
+struct bpf_tc_opts {
+    size_t sz;
+    int prog_fd;
+    __u32 flags;
+    __u32 prog_id;
+    __u32 handle;
+    __u32 priority;
+    size_t :0;
+};
+
 /* bpf/bpf.h */
+struct bpf_link_create_opts {
+    size_t sz;
+    __u32 flags;
+    void *iter_info; /* union bpf_iter_link_info * */
+    __u32 iter_info_len;
+    __u32 target_btf_id;
+    union {
+        struct {
+            __u64 bpf_cookie;
+        } perf_event;
+        struct {
+            __u32 flags;
+            __u32 cnt;
+            const char **syms;
+            const unsigned long *addrs;
+            const __u64 *cookies;
+        } kprobe_multi;
+        struct {
+            __u64 cookie;
+        } tracing;
+    };
+    size_t :0;
+};
+
+struct bpf_link_update_opts {
+    size_t sz;
+    __u32 flags;
+    __u32 old_prog_fd;
+};
+
 struct bpf_map_batch_opts {
     size_t sz;
     __u64 elem_flags;
@@ -354,6 +455,44 @@ struct bpf_map_info {
     __u64 map_extra;
 };
 
+/* linux/bpf.h: the start of the kernel's struct (it fills what we have
+ * room for). tcx (6.6+) is not in the 6.1 headers; it overlays xdp. */
+struct bpf_link_info {
+    __u32 type;
+    __u32 id;
+    __u32 prog_id;
+    union {
+        struct {
+            __u64 tp_name;
+            __u32 tp_name_len;
+        } raw_tracepoint;
+        struct {
+            __u32 ifindex;
+        } xdp;
+        struct {
+            __u32 ifindex;
+            __u32 attach_type;
+        } tcx;
+    };
+};
+
+/* linux/bpf.h (uapi 6.6+): union bpf_attr's BPF_PROG_QUERY member; for
+ * the raw bpf(2) call in prog_query(). Kernels before 6.6 end it at
+ * prog_attach_flags and refuse non-zero bytes after that. */
+struct bpf_attr_query {
+    __u32 target;            /* target_fd or target_ifindex */
+    __u32 attach_type;
+    __u32 query_flags;
+    __u32 attach_flags;
+    __u64 prog_ids;
+    __u32 count;             /* prog_cnt */
+    __u32 :32;
+    __u64 prog_attach_flags;
+    __u64 link_ids;
+    __u64 link_attach_flags;
+    __u64 revision;
+};
+
 /* bpf/libbpf.h */
 const char *libbpf_version_string(void);
 int libbpf_strerror(int err, char *buf, size_t size);
@@ -381,6 +520,7 @@ int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t siz
 const void *bpf_map__initial_value(struct bpf_map *map, size_t *psize);
 bool bpf_map__is_internal(const struct bpf_map *map);
 int bpf_map__set_pin_path(struct bpf_map *map, const char *path);
+int bpf_map__reuse_fd(struct bpf_map *map, int fd);
 
 const char *bpf_program__name(const struct bpf_program *prog);
 int bpf_program__fd(const struct bpf_program *prog);
@@ -391,6 +531,12 @@ int bpf_program__set_log_buf(struct bpf_program *prog, char *log_buf, size_t log
 int bpf_xdp_attach(int ifindex, int prog_fd, __u32 flags, const struct bpf_xdp_attach_opts *opts);
 int bpf_xdp_detach(int ifindex, __u32 flags, const struct bpf_xdp_attach_opts *opts);
 int bpf_xdp_query(int ifindex, int flags, struct bpf_xdp_query_opts *opts);
+
+int bpf_tc_hook_create(struct bpf_tc_hook *hook);
+int bpf_tc_hook_destroy(struct bpf_tc_hook *hook);
+int bpf_tc_attach(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
+int bpf_tc_detach(const struct bpf_tc_hook *hook, const struct bpf_tc_opts *opts);
+int bpf_tc_query(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
 
 /* bpf/bpf.h */
 int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags);
@@ -405,9 +551,16 @@ int bpf_prog_get_fd_by_id(__u32 id);
 int bpf_map_get_fd_by_id(__u32 id);
 int bpf_obj_get_info_by_fd(int bpf_fd, void *info, __u32 *info_len);
 int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts);
+/* enum bpf_attach_type travels as int: our enum lists only what we use */
+int bpf_prog_detach2(int prog_fd, int attachable_fd, int type);
+int bpf_link_create(int prog_fd, int target_fd, int attach_type, const struct bpf_link_create_opts *opts);
+int bpf_link_detach(int link_fd);
+int bpf_link_update(int link_fd, int new_prog_fd, const struct bpf_link_update_opts *opts);
+int bpf_link_get_fd_by_id(__u32 id);
 
-/* libc, for libbpf's print callback */
+/* libc, for libbpf's print callback and the one raw bpf(2) call */
 int vsnprintf(char *str, size_t size, const char *format, void *ap);
+long syscall(long number, ...);
 """
 
 ffi = FFI()
@@ -820,6 +973,21 @@ class Map(_FdHolder):
         p = ffi.NULL if path is None else os.fsencode(path)
         _call(call, lib.bpf_map__set_pin_path, self._before_load(call), p)
 
+    def reuse_fd(self, fd: int) -> None:
+        """Before load: have load() use the existing kernel map ``fd`` (say,
+        ``Map.from_id(...).fd`` of the object running now) instead of
+        creating this one, so two objects share it. libbpf takes its own
+        dup, so ``fd`` stays the caller's to close. libbpf adopts the kernel
+        map's type, sizes and flags as they are (no compatibility check
+        here; the verifier then judges the programs against them) and its
+        name unless that is just our name cut to 15 characters."""
+        call = f"bpf_map__reuse_fd({self.name}, fd {fd})"
+        ptr = self._before_load(call)
+        if self._obj is not None and self._obj.loaded:  # libbpf 1.1 would swap the loaded map's fd
+            raise BpfError(call, _errno.EBUSY, hint="a map is reused before its object is loaded")
+        _call(call, lib.bpf_map__reuse_fd, ptr, fd)
+        self._name = ffi.string(lib.bpf_map__name(ptr)).decode()
+
     # -- element operations --
     def _key(self, key: bytes) -> Any:
         ks = self.key_size
@@ -966,14 +1134,19 @@ class Program(_FdHolder):
             raise BpfError(f"bpf_program__fd({self.name})", -fd, hint="the object is not loaded yet")
         return fd
 
-    def test_run(self, data: bytes, repeat: int = 1) -> tuple[int, bytes, int]:
+    def test_run(self, data: bytes, repeat: int = 1, ctx: bytes | None = None) -> tuple[int, bytes, int]:
         """BPF_PROG_TEST_RUN: (return value, data out, average ns per run).
-        XDP needs at least an Ethernet header (14 bytes) of data."""
+        XDP needs at least an Ethernet header (14 bytes) of data. ``ctx``:
+        the context to run with (e.g. a struct __sk_buff with
+        ingress_ifindex set, for tc programs)."""
         # Room for what bpf_xdp_adjust_head/tail may add; too small -> ENOSPC.
         out_size = len(data) + 4096
         out = ffi.new("char[]", out_size)
+        extra = {}
+        if ctx is not None:
+            extra = {"ctx_in": _bytes(ctx), "ctx_size_in": len(ctx)}
         opts = _opts("struct bpf_test_run_opts", data_in=_bytes(data), data_size_in=len(data),
-                     data_out=out, data_size_out=out_size, repeat=repeat)
+                     data_out=out, data_size_out=out_size, repeat=repeat, **extra)
         _call(f"bpf_prog_test_run_opts({self.name})", lib.bpf_prog_test_run_opts, self.fd, opts)
         return opts.retval, bytes(ffi.buffer(out, opts.data_size_out)), opts.duration
 
@@ -1260,3 +1433,196 @@ def xdp_query(ifindex: int) -> XdpState:
         "skb_prog_id": opts.skb_prog_id or None,
         "hw_prog_id": opts.hw_prog_id or None,
     }
+
+
+# --- BPF links (tcx and friends) -----------------------------------------------------
+
+
+class LinkInfo(TypedDict):
+    id: int
+    type: BpfLinkType | int
+    prog_id: int
+    ifindex: int | None  # xdp and tcx links; 0 once a tcx link is detached
+    attach_type: BpfAttachType | int | None  # tcx links
+
+
+class ProgQuery(TypedDict):
+    prog_ids: list[int]
+    link_ids: list[int]  # parallel to prog_ids; 0: attached without a link
+    revision: int
+
+
+def link_create(prog_fd: int, target: int, attach_type: BpfAttachType | int) -> int:
+    """BPF_LINK_CREATE: attach ``prog_fd`` to ``target`` (an ifindex for
+    tcx) and return the link's fd (yours to close). For tcx the program goes
+    last in the interface's chain; the link lives while an fd or a bpffs
+    pin holds it, and closing the last one detaches the program."""
+    return _call(f"bpf_link_create({_attach_name(attach_type)}, target {target})", lib.bpf_link_create,
+                 prog_fd, target, int(attach_type), ffi.NULL)
+
+
+def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: int | None = None) -> None:
+    """BPF_LINK_UPDATE: swap the link's program atomically (the link, its id
+    and its place in the chain stay). With ``old_prog_fd``, only if that is
+    still the link's program (else EPERM)."""
+    opts = _opts("struct bpf_link_update_opts")
+    if old_prog_fd is not None:
+        opts.flags = BPF_F_REPLACE
+        opts.old_prog_fd = old_prog_fd  # fd 0 is fine here: BPF_F_REPLACE says it is set
+    _call(f"bpf_link_update(link fd {link_fd})", lib.bpf_link_update, link_fd, new_prog_fd, opts)
+
+
+def link_detach(link_fd: int) -> None:
+    """BPF_LINK_DETACH: detach the link now, even while fds or pins still
+    hold it (they then hold a defunct link, released with the last one)."""
+    _call(f"bpf_link_detach(link fd {link_fd})", lib.bpf_link_detach, link_fd)
+
+
+def link_fd_by_id(link_id: int) -> int:
+    """A new fd (yours to close) for the link with this id."""
+    return _call(f"bpf_link_get_fd_by_id({link_id})", lib.bpf_link_get_fd_by_id, link_id)
+
+
+def link_info(fd: int) -> LinkInfo:
+    """BPF_OBJ_GET_INFO_BY_FD for a link fd."""
+    info, _ = _get_info(fd, "struct bpf_link_info")
+    kind = _enum_or_int(BpfLinkType, info.type)
+    ifindex = attach_type = None
+    if kind == BpfLinkType.TCX:
+        ifindex, attach_type = info.tcx.ifindex, _enum_or_int(BpfAttachType, info.tcx.attach_type)
+    elif kind == BpfLinkType.XDP:
+        ifindex = info.xdp.ifindex
+    return {"id": info.id, "type": kind, "prog_id": info.prog_id, "ifindex": ifindex,
+            "attach_type": attach_type}
+
+
+def _attach_name(attach_type: int) -> str:
+    return BpfAttachType(attach_type).name if attach_type in BpfAttachType._value2member_map_ \
+        else f"attach type {attach_type}"
+
+
+def _sys_bpf(call: str, cmd: int, attr: Any) -> int:
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:  # pragma: no cover - other architectures
+        raise BpfError(call, _errno.ENOSYS, hint=f"no bpf(2) syscall number known for {platform.machine()}")
+    # syscall(2) reads every argument as a long: pass longs, not ints with
+    # undefined upper halves.
+    rc = _libc.syscall(ffi.cast("long", nr), ffi.cast("long", cmd), attr,
+                       ffi.cast("long", ffi.sizeof(ffi.typeof(attr).item)))
+    if rc < 0:
+        raise BpfError(call, ffi.errno or _errno.EINVAL)
+    return rc
+
+
+def prog_query(target: int, attach_type: BpfAttachType | int) -> ProgQuery:
+    """BPF_PROG_QUERY with link ids (the kernel's multi-program attach
+    points: tcx on 6.6+). ``target`` is an ifindex for tcx. A kernel without
+    the attach type says EINVAL; an early 6.6 says ENOENT for an interface
+    that never had a tcx program, which this reports as an empty chain."""
+    call = f"bpf_prog_query({_attach_name(attach_type)}, target {target})"
+    size = 8
+    while True:  # the chain may grow between the calls: retry on ENOSPC
+        prog_ids = ffi.new("__u32[]", size)
+        link_ids = ffi.new("__u32[]", size)
+        attr = ffi.new("struct bpf_attr_query *", {
+            "target": target, "attach_type": int(attach_type), "count": size,
+            "prog_ids": int(ffi.cast("uintptr_t", prog_ids)), "link_ids": int(ffi.cast("uintptr_t", link_ids))})
+        try:
+            _sys_bpf(call, _BPF_PROG_QUERY, attr)
+        except BpfError as e:
+            if e.errno == _errno.ENOSPC:
+                size = max(size * 2, attr.count)
+                continue
+            if e.errno == _errno.ENOENT and attach_type in (BpfAttachType.TCX_INGRESS, BpfAttachType.TCX_EGRESS):
+                return {"prog_ids": [], "link_ids": [], "revision": 0}
+            raise
+        n = min(attr.count, size)
+        return {"prog_ids": [prog_ids[i] for i in range(n)], "link_ids": [link_ids[i] for i in range(n)],
+                "revision": attr.revision}
+
+
+def prog_detach(prog_fd: int, target: int, attach_type: BpfAttachType | int) -> None:
+    """BPF_PROG_DETACH of a program attached without a link (tcx: target is
+    the ifindex)."""
+    # An attach_bpf_fd of 0 means "no program": tcx would then detach the
+    # last program of the chain, whoever's it is. Never send 0.
+    dup = os.dup(prog_fd) if prog_fd == 0 else None
+    try:
+        _call(f"bpf_prog_detach2({_attach_name(attach_type)}, target {target})", lib.bpf_prog_detach2,
+              dup if dup is not None else prog_fd, target, int(attach_type))
+    finally:
+        if dup is not None:
+            os.close(dup)
+
+
+# --- tc clsact (netlink, like `tc filter add ... bpf da`) ------------------------------
+
+
+class TcFilter(TypedDict):
+    prog_id: int
+    handle: int
+    priority: int
+
+
+def _tc_hook(ifindex: int, attach_point: TcAttachPoint | int) -> Any:
+    return _opts("struct bpf_tc_hook", ifindex=ifindex, attach_point=int(attach_point))
+
+
+def tc_hook_create(ifindex: int, attach_point: TcAttachPoint | int = TcAttachPoint.EGRESS) -> bool:
+    """Create the clsact qdisc on ``ifindex`` (INGRESS, EGRESS or both name
+    the same qdisc). True if this call created it, False if the interface
+    already had a qdisc there: a clsact, or an ``ingress`` qdisc (which has
+    no egress hook; bpf_tc_attach to EGRESS then fails)."""
+    rc = lib.bpf_tc_hook_create(_tc_hook(ifindex, attach_point))
+    if rc == -_errno.EEXIST:
+        return False
+    if rc < 0:
+        raise BpfError(f"bpf_tc_hook_create(ifindex {ifindex})", -rc)
+    return True
+
+
+def tc_hook_destroy(ifindex: int, attach_point: TcAttachPoint | int) -> None:
+    """INGRESS | EGRESS: delete the clsact qdisc and every filter on it.
+    INGRESS or EGRESS alone: delete every filter on that hook, anyone's.
+    Either way, check first that nothing of others is there."""
+    _call(f"bpf_tc_hook_destroy(ifindex {ifindex}, {TcAttachPoint(attach_point)!r})", lib.bpf_tc_hook_destroy,
+          _tc_hook(ifindex, attach_point))
+
+
+def tc_attach(ifindex: int, attach_point: TcAttachPoint | int, prog_fd: int, *, handle: int, priority: int,
+              replace: bool = False) -> TcFilter:
+    """Add a direct-action bpf filter (protocol all) at ``handle``/``priority``
+    on a clsact hook. Without ``replace`` it refuses (EEXIST) if a filter is
+    there; with it, it swaps the program of that filter atomically (or adds
+    the filter if there is none)."""
+    dup = os.dup(prog_fd) if prog_fd == 0 else None  # libbpf reads prog_fd 0 as "not set"
+    opts = _opts("struct bpf_tc_opts", prog_fd=dup if dup is not None else prog_fd, handle=handle,
+                 priority=priority, flags=BPF_TC_F_REPLACE if replace else 0)
+    try:
+        _call(f"bpf_tc_attach(ifindex {ifindex}, handle {handle:#x}, priority {priority}"
+              f"{', replace' if replace else ''})", lib.bpf_tc_attach, _tc_hook(ifindex, attach_point), opts)
+    finally:
+        if dup is not None:
+            os.close(dup)
+    return {"prog_id": opts.prog_id, "handle": opts.handle, "priority": opts.priority}
+
+
+def tc_detach(ifindex: int, attach_point: TcAttachPoint | int, *, handle: int, priority: int) -> None:
+    """Delete the bpf filter at ``handle``/``priority`` (whatever its program:
+    check with tc_query first). ENOENT if there is none."""
+    opts = _opts("struct bpf_tc_opts", handle=handle, priority=priority)
+    _call(f"bpf_tc_detach(ifindex {ifindex}, handle {handle:#x}, priority {priority})", lib.bpf_tc_detach,
+          _tc_hook(ifindex, attach_point), opts)
+
+
+def tc_query(ifindex: int, attach_point: TcAttachPoint | int, *, handle: int, priority: int) -> int | None:
+    """The program id of the bpf filter at ``handle``/``priority``, or None
+    if there is none. Without a clsact qdisc, or with no filter at all on
+    the hook (no chain 0 yet), the kernel says EINVAL."""
+    opts = _opts("struct bpf_tc_opts", handle=handle, priority=priority)
+    rc = lib.bpf_tc_query(_tc_hook(ifindex, attach_point), opts)
+    if rc == -_errno.ENOENT:
+        return None
+    if rc < 0:
+        raise BpfError(f"bpf_tc_query(ifindex {ifindex}, handle {handle:#x}, priority {priority})", -rc)
+    return opts.prog_id
