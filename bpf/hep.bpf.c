@@ -25,19 +25,46 @@ int hep_xdp_ingress(struct xdp_md *ctx)
 		.verdict = HEP_VERDICT_DENY,
 	};
 
-	v.reason = hep_parse(data, data_end, &flow);
+	v.reason = hep_parse(data, data_end, data_end - data, &flow);
 	if (v.reason == HEP_REASON_NONE)
-		hep_policy(&flow, HEP_CHAIN_INGRESS, &v);
+		hep_policy(&flow, HEP_CHAIN_INGRESS, -1, &v);
 	else if (v.reason == HEP_REASON_NOT_IP)
 		v.verdict = HEP_VERDICT_ALLOW;
 	hep_account(&v, data_end - data);
 	return v.verdict == HEP_VERDICT_ALLOW ? XDP_PASS : XDP_DROP;
 }
 
+/* Bytes made linear before parsing: Ethernet, IP with options or a few
+ * IPv6 extension headers, L4, and the packet an ICMP error quotes. */
+#define HEP_PULL_LEN 256
+
 SEC("tc")
 int hep_tc_egress(struct __sk_buff *skb)
 {
-	return TC_ACT_OK;
+	struct hep_flow flow = {};
+	struct hep_verdict v = {
+		.slot = ~0U,
+		.chain = HEP_CHAIN_EGRESS,
+		.verdict = HEP_VERDICT_DENY,
+	};
+	void *data, *data_end;
+	__u32 linear = skb->data_end - skb->data;
+
+	if (linear < HEP_PULL_LEN && skb->len > linear)
+		bpf_skb_pull_data(skb, skb->len < HEP_PULL_LEN ? skb->len : HEP_PULL_LEN);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	v.reason = hep_parse(data, data_end, skb->len, &flow);
+	/* A packet that came in on some interface is being forwarded;
+	 * the host's own have no ingress interface. */
+	if (v.reason == HEP_REASON_NONE)
+		hep_policy(&flow, HEP_CHAIN_EGRESS, skb->ingress_ifindex != 0, &v);
+	else if (v.reason == HEP_REASON_NOT_IP)
+		v.verdict = HEP_VERDICT_ALLOW;
+	hep_account(&v, skb->len);
+	/* Allowed: let whatever tc program or filter comes after ours run
+	 * (TCX_NEXT); the kernel passes the packet if nothing else decides. */
+	return v.verdict == HEP_VERDICT_ALLOW ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

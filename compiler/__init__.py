@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .diagnostics import Diagnostic, PolicyError, Span
 from .ir import EGRESS, INGRESS, PolicySet
 from .lower import lower
-from .mapimage import CHAIN_INGRESS, MapImage
+from .mapimage import CHAIN_EGRESS, CHAIN_INGRESS, MapImage
 from .packet import Packet, SpecError, parse_spec
 from .reference import Verdict, evaluate
 from .resolve import ChainView, check_references, resolve
@@ -48,5 +48,6 @@ def compile_policy(sources: list[tuple[str, str]], *, node: str, iface: str,
     interface. Raises PolicyError."""
     ps = parse_files(sources)
     check_references(ps)
-    views = {CHAIN_INGRESS: resolve(ps, node=node, iface=iface, direction=INGRESS, iface_addrs=iface_addrs)}
+    views = {chain: resolve(ps, node=node, iface=iface, direction=d, iface_addrs=iface_addrs)
+             for chain, d in ((CHAIN_INGRESS, INGRESS), (CHAIN_EGRESS, EGRESS))}
     return Compiled(ps, views, lower(views))

@@ -1,13 +1,14 @@
 """Lower pass: ChainViews -> MapImage (the contents of every policy map).
 
-Before: one resolved ``ChainView`` per chain (only ingress for now).
+Before: one resolved ``ChainView`` per chain (ingress, egress).
 After: a ``MapImage`` in which
 
-* each chain's decisions are numbered slots, in evaluation order: failsafes,
-  every non-Log rule of every applicable policy tier by tier, an end-of-tier
-  deny after each normal tier whose default action is Deny, a catch-all
-  allow for the default-allow profile, and a final catch-all deny - so every
-  packet matches at least one slot;
+* each chain's decisions are numbered slots, in evaluation order (see
+  ``_slots``): failsafes, every non-Log rule of every applicable policy tier
+  by tier, an end-of-tier deny after each normal tier whose default action
+  is Deny, the conntrack and forward steering slots, a catch-all allow for
+  the default-allow profile, a catch-all deny, and the forward section - so
+  every packet matches at least one slot on every path;
 * every packet field is partitioned into classes: an address class per LPM
   entry (scoped by chain, side and family; every scope has a /0), a protocol
   class or a 65536-entry port table per (chain, side, protocol);
@@ -29,6 +30,8 @@ from .diagnostics import PolicyError, Diagnostic
 from .ir import ICMP_PROTOCOLS, INGRESS, IPNetwork, PortRange, Rule
 from .mapimage import (
     CHAINS,
+    SLOT_DIVERT,
+    SLOT_TRACK,
     SIDE_DST,
     SIDE_SRC,
     AddrEntry,
@@ -140,17 +143,72 @@ class _Classes:
 # --- slots -------------------------------------------------------------------
 
 def _slots(chain: int, view: ChainView) -> list[_Slot]:
-    out: list[_Slot] = []
+    """A chain's slots; the layout reference.py's evaluation order asks for:
 
-    def add(match: Match, action: str, reason: str, **meta) -> _Slot:
-        s = _Slot(match, SlotEntry(chain, len(out), action, REASONS[reason], 0, **meta))
+        egress only:  [Forward -> F]
+        failsafes (Allow +track; ingress: +divert -> F)
+        reverse failsafes (Pass -> C)
+        untracked tiers
+     C: Conntrack
+        preDNAT tiers
+        ingress only: [Forward -> F+1]
+        normal tiers, default-allow profile, no-profile deny
+     F: Conntrack, forward tiers, forward-allow (+track)
+
+    Invariants: every path ends at a catch-all (no-profile or
+    forward-allow); Pass and Forward targets lie after their slot."""
+    out: list[_Slot] = []
+    ingress = view.direction == INGRESS
+
+    def add(match: Match, action: str, reason: str, flags: int = 0, **meta) -> _Slot:
+        s = _Slot(match, SlotEntry(chain, len(out), action, REASONS[reason], 0, flags=flags, **meta))
         out.append(s)
         return s
 
+    to_forward: list[tuple[_Slot, int]] = []  # (slot, offset into the forward section)
+    if not ingress:
+        to_forward.append((add(CATCH_ALL, "Forward", "none", stage="forward"), 0))
     for i, fs in enumerate(view.failsafes):
-        add(_failsafe_match(fs, view.direction), "Allow", "failsafe", stage="failsafe", rule=i)
-    tiers_with_pass = 0
-    for tv in view.tiers:
+        s = add(_failsafe_match(fs, view.direction), "Allow", "failsafe",
+                SLOT_TRACK | (SLOT_DIVERT if ingress else 0), stage="failsafe", rule=i)
+        if ingress:
+            to_forward.append((s, 0))
+    # Only worth a slot when there are untracked tiers to skip.
+    untracked = any(tv.stage == "untracked" for tv in view.tiers)
+    reverse = [add(_reverse_failsafe_match(fs, view.direction), "Pass", "failsafe", stage="failsafe")
+               for fs in (view.reverse_failsafes if untracked else ())]
+    hops = _tier_slots(view, "untracked", add, out)
+    ct = add(CATCH_ALL, "Conntrack", "conntrack", stage="conntrack")
+    for s in reverse:
+        s.entry = s.entry.with_next(ct.entry.slot)
+    hops += _tier_slots(view, "preDNAT", add, out)
+    if ingress:
+        to_forward.append((add(CATCH_ALL, "Forward", "none", stage="forward"), 1))
+    normal = _tier_slots(view, "normal", add, out)
+    if DEFAULT_ALLOW_PROFILE in view.profiles:
+        add(CATCH_ALL, "Allow", "profile-allow", SLOT_TRACK, stage="profile", policy=DEFAULT_ALLOW_PROFILE)
+    add(CATCH_ALL, "Deny", "no-profile", stage="profile")
+    start = len(out)
+    add(CATCH_ALL, "Conntrack", "conntrack", stage="conntrack")
+    forward = _tier_slots(view, "forward", add, out)
+    add(CATCH_ALL, "Allow", "forward-allow", SLOT_TRACK, stage="forward")
+    for s, offset in to_forward:
+        s.entry = s.entry.with_next(start + offset)
+    if hops + max(normal, forward) > MAX_HOPS:
+        raise PolicyError(Diagnostic(view.hep.span, "", None,
+                                     f"{hops + max(normal, forward)} tiers with Pass rules apply; at most "
+                                     f"{MAX_HOPS} are supported"))
+    return out
+
+
+def _tier_slots(view: ChainView, stage: str, add, out: list[_Slot]) -> int:
+    """The slots of one stage's tiers (forward: view.forward_tiers).
+    Returns: how many of its tiers have Pass rules (each costs a hop)."""
+    tiers = view.forward_tiers if stage == "forward" else [tv for tv in view.tiers if tv.stage == stage]
+    # Tracked stages start a flow on Allow; untracked ones never do.
+    track = 0 if stage == "untracked" else SLOT_TRACK
+    with_pass = 0
+    for tv in tiers:
         passes = []
         for pol in tv.policies:
             for rule in pol.rules(view.direction):
@@ -160,23 +218,18 @@ def _slots(chain: int, view: ChainView) -> list[_Slot]:
                 # A rule may lower to several alternatives (named ports), one
                 # slot each, consecutive: first match over them is their OR.
                 for m in _rule_matches(rule, view.peers):
-                    s = add(m, rule.action, reason, stage=tv.stage, tier=tv.tier.name, policy=pol.name,
-                            rule=rule.index)
+                    s = add(m, rule.action, reason, track if rule.action == "Allow" else 0, stage=tv.stage,
+                            tier=tv.tier.name, policy=pol.name, rule=rule.index)
                     if rule.action == "Pass":
                         passes.append(s)
-        if tv.stage == "normal" and tv.tier.default_action == "Deny":
+        # Untracked and preDNAT tiers fall through (Calico renders them
+        # with defaultAction Pass); normal and forward ones end here.
+        if stage in ("normal", "forward") and tv.tier.default_action == "Deny":
             add(CATCH_ALL, "Deny", "end-of-tier", stage=tv.stage, tier=tv.tier.name)
         for s in passes:
             s.entry = s.entry.with_next(len(out))
-        tiers_with_pass += bool(passes)
-    if tiers_with_pass > MAX_HOPS:
-        raise PolicyError(Diagnostic(view.hep.span, "", None,
-                                     f"{tiers_with_pass} tiers with Pass rules apply; at most {MAX_HOPS} "
-                                     f"are supported"))
-    if DEFAULT_ALLOW_PROFILE in view.profiles:
-        add(CATCH_ALL, "Allow", "profile-allow", stage="profile", policy=DEFAULT_ALLOW_PROFILE)
-    add(CATCH_ALL, "Deny", "no-profile", stage="profile")
-    return out
+        with_pass += bool(passes)
+    return with_pass
 
 
 def _failsafe_match(fs, direction: str) -> Match:
@@ -186,6 +239,17 @@ def _failsafe_match(fs, direction: str) -> Match:
     if direction == INGRESS:
         return Match(fams, nets, SideMatch(), protocol=fs.proto_number, dports=port)
     return Match(fams, SideMatch(), nets, protocol=fs.proto_number, dports=port)
+
+
+def _reverse_failsafe_match(fs, direction: str) -> Match:
+    """The other direction's entry on its replies: source port, and the net
+    on the remote end (the source on ingress, the destination on egress)."""
+    fams = frozenset({fs.net.version}) if fs.net is not None else frozenset({4, 6})
+    nets = SideMatch(pos=((fs.net,),)) if fs.net is not None else SideMatch()
+    port = ((fs.port, fs.port),)
+    if direction == INGRESS:
+        return Match(fams, nets, SideMatch(), protocol=fs.proto_number, sports=port)
+    return Match(fams, SideMatch(), nets, protocol=fs.proto_number, sports=port)
 
 
 def _ranges(ports) -> tuple[tuple[int, int], ...] | None:

@@ -18,7 +18,8 @@ CHAINS = (CHAIN_INGRESS, CHAIN_EGRESS)
 CHAIN_NAMES = {CHAIN_INGRESS: "ingress", CHAIN_EGRESS: "egress"}
 SIDE_SRC, SIDE_DST = 0, 1  # enum hep_side
 SIDE_NAMES = {SIDE_SRC: "src", SIDE_DST: "dst"}
-ACTION_CODES = {"Allow": 1, "Deny": 2, "Pass": 3}  # enum hep_action
+ACTION_CODES = {"Allow": 1, "Deny": 2, "Pass": 3, "Conntrack": 4, "Forward": 5}  # enum hep_action
+SLOT_TRACK, SLOT_DIVERT = 1, 2  # enum hep_slot_flag
 NO_RULE = 0xFFFFFFFF
 
 
@@ -51,13 +52,14 @@ class PortSegment:
 class SlotEntry:
     chain: int
     slot: int
-    action: str  # Allow, Deny, Pass
+    action: str  # a key of ACTION_CODES
     reason: int  # enum hep_reason
-    next: int  # Pass: first slot of the next tier
+    next: int  # Pass, Forward, or divert: where to continue
     stage: str | None = None
     tier: str | None = None
     policy: str | None = None
     rule: int | None = None
+    flags: int = 0  # SLOT_TRACK | SLOT_DIVERT
 
     def with_next(self, nxt: int) -> SlotEntry:
         return replace(self, next=nxt)
@@ -114,8 +116,9 @@ def dump(img: MapImage) -> str:
             f"{k}={v}" for k, v in (("stage", s.stage), ("tier", s.tier), ("policy", s.policy), ("rule", s.rule))
             if v is not None
         )
-        nxt = f" next={s.next}" if s.action == "Pass" else ""
-        lines.append(f"  {CHAIN_NAMES[s.chain]}[{s.slot}] {s.action} {s.reason_name}{nxt} {where}".rstrip())
+        nxt = f" next={s.next}" if s.action in ("Pass", "Forward") or s.flags & SLOT_DIVERT else ""
+        flags = "".join(f" +{n}" for bit, n in ((SLOT_TRACK, "track"), (SLOT_DIVERT, "divert")) if s.flags & bit)
+        lines.append(f"  {CHAIN_NAMES[s.chain]}[{s.slot}] {s.action} {s.reason_name}{flags}{nxt} {where}".rstrip())
     lines += ["", "classes:"]
     lines += [f"  c{i} {_bits(v)}" for i, v in enumerate(img.classes)]
     lines += ["", "addresses:"]

@@ -20,6 +20,7 @@ from .ir import IPAddress
 PROTO_BY_NAME = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "icmp": 1, "icmp6": 58, "icmpv6": 58}
 PORTED = frozenset({6, 17, 132, 136})  # protocols whose header starts with two ports
 ICMP = frozenset({1, 58})
+ECHO_TYPES = {1: (8, 0), 58: (128, 129)}  # request, reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,15 @@ class Packet:
     @property
     def family(self) -> int:
         return self.src.version
+
+    @property
+    def trackable(self) -> bool:
+        """Whether conntrack can know this packet's flow: any protocol but
+        ICMP, whose echo requests and replies only (errors are *related*
+        to a flow, never part of one)."""
+        if self.proto not in ICMP:
+            return True
+        return self.icmp_type in ECHO_TYPES[self.proto]
 
     def __str__(self) -> str:
         name = {v: k for k, v in PROTO_BY_NAME.items() if k not in ("icmpv6",)}.get(self.proto)

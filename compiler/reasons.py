@@ -17,5 +17,7 @@ REASONS = {
     "not-ip": 9,
     "internal-miss": 10,
     "no-policy": 11,
+    "conntrack": 12,
+    "forward-allow": 13,
 }
 REASON_NAMES = {v: k for k, v in REASONS.items()}

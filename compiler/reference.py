@@ -5,9 +5,24 @@ straight from Calico's semantics (``shared/reference/calico-semantics.md``)
 and shares nothing with ``lower`` beyond the ChainView: selectors are
 evaluated against peers here, never through the IP sets ``lower`` builds.
 
-Order: failsafes, then each stage's tiers (untracked and preDNAT tiers fall
-through when nothing decides; normal tiers end in their default action),
-then the profiles, then "no profile" deny.
+Order, for a packet the host sends or receives (§4.2 of the reference):
+
+1. failsafes (allow); the other direction's failsafes, matched on the
+   source port, skip step 2 (Calico's raw-table failsafe chains);
+2. untracked (doNotTrack) tiers, on every packet: Allow or Deny decide, and
+   nothing falls through to a default;
+3. conntrack: a packet of a known flow (or an ICMP error about one) passes;
+4. ingress only: preDNAT tiers, falling through like untracked ones;
+5. normal tiers (each ends in its default action), then the profiles, then
+   "no profile" deny.
+
+A forwarded packet takes steps 1-4 on ingress (a failsafe match skips 2
+and 4 instead of allowing) and only step 3 on egress; then, instead of 5,
+the forward tiers (applyOnForward policies; end-of-tier defaults apply, no
+profiles) and, if nothing decided, allow.
+
+An Allow at step 1, 4, 5 or in a forward tier starts a tracked flow
+(``Verdict.tracked``); an untracked Allow does not.
 """
 
 from __future__ import annotations
@@ -16,8 +31,7 @@ from dataclasses import dataclass
 
 from .ir import ICMP_PROTOCOLS, INGRESS, EntityRule, Failsafe, NamedPort, PortRange, Rule
 from .packet import ICMP, Packet
-from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, named_port_members, peer_selected
-
+from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, TierView, named_port_members, peer_selected
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +43,7 @@ class Verdict:
     policy: str | None = None
     rule: int | None = None
     logged: tuple[tuple[str, int], ...] = ()  # (policy, rule) of Log rules hit
+    tracked: bool = False  # an allow that starts a conntrack flow
 
     def as_json(self) -> dict:
         return {
@@ -41,37 +56,84 @@ class Verdict:
         }
 
 
-def evaluate(view: ChainView, pkt: Packet) -> Verdict:
+def evaluate(view: ChainView, pkt: Packet, *, forwarded: bool = False, known_flow: bool = False) -> Verdict:
+    """``forwarded``: the packet is routed through the host, not to or from
+    it. ``known_flow``: it belongs to a flow conntrack knows (or is an ICMP
+    error about one)."""
     if view.hep is None:
         return Verdict("allow", "no-policy")
-    for i, fs in enumerate(view.failsafes):
-        if failsafe_matches(fs, pkt, view.direction):
-            return Verdict("allow", "failsafe", stage="failsafe", rule=i)
+    ingress = view.direction == INGRESS
     logged: list[tuple[str, int]] = []
-    for tv in view.tiers:
-        passed = False
-        for pol in tv.policies:
-            for rule in pol.rules(view.direction):
-                if not rule_matches(rule, pkt, view.peers):
-                    continue
-                if rule.action == "Log":
-                    logged.append((pol.name, rule.index))
-                    continue
-                if rule.action == "Pass":
-                    passed = True
-                    break
-                return Verdict("allow" if rule.action == "Allow" else "deny",
-                               "rule-allow" if rule.action == "Allow" else "rule-deny",
-                               tv.stage, tv.tier.name, pol.name, rule.index, tuple(logged))
-            if passed:
+    skip_untracked = skip_prednat = False
+    if ingress or not forwarded:
+        for i, fs in enumerate(view.failsafes):
+            if failsafe_matches(fs, pkt, view.direction):
+                if not forwarded:
+                    return Verdict("allow", "failsafe", stage="failsafe", rule=i, tracked=True)
+                skip_untracked = skip_prednat = True
                 break
-        # Untracked and preDNAT tiers have no default deny: fall through.
-        if not passed and tv.stage == "normal" and tv.tier.default_action == "Deny":
-            return Verdict("deny", "end-of-tier", tv.stage, tv.tier.name, logged=tuple(logged))
+        if any(reverse_failsafe_matches(fs, pkt, view.direction) for fs in view.reverse_failsafes):
+            skip_untracked = True
+        if not skip_untracked:
+            v = _stage(view, pkt, "untracked", logged)
+            if v is not None:
+                return v
+    if known_flow:
+        return Verdict("allow", "conntrack", stage="conntrack", logged=tuple(logged))
+    if not skip_prednat:
+        v = _stage(view, pkt, "preDNAT", logged)
+        if v is not None:
+            return v
+    if forwarded:
+        v = _tiers(view, pkt, view.forward_tiers, logged)
+        if v is not None:
+            return v
+        return Verdict("allow", "forward-allow", stage="forward", logged=tuple(logged), tracked=True)
+    v = _stage(view, pkt, "normal", logged)
+    if v is not None:
+        return v
     for profile in view.profiles:
         if profile == DEFAULT_ALLOW_PROFILE:
-            return Verdict("allow", "profile-allow", "profile", policy=profile, logged=tuple(logged))
+            return Verdict("allow", "profile-allow", "profile", policy=profile, logged=tuple(logged),
+                           tracked=True)
     return Verdict("deny", "no-profile", "profile", logged=tuple(logged))
+
+
+def _stage(view: ChainView, pkt: Packet, stage: str, logged: list) -> Verdict | None:
+    return _tiers(view, pkt, [tv for tv in view.tiers if tv.stage == stage], logged)
+
+
+def _tiers(view: ChainView, pkt: Packet, tiers, logged: list) -> Verdict | None:
+    """The first verdict of a run of tiers, or None to fall through. Only
+    normal and forward tiers end in their default action; untracked and
+    preDNAT ones pass on (Calico renders them with defaultAction Pass)."""
+    for tv in tiers:
+        v = _tier(view, pkt, tv, logged)
+        if v == "pass":
+            continue
+        if v is not None:
+            return v
+        if tv.stage in ("normal", "forward") and tv.tier.default_action == "Deny":
+            return Verdict("deny", "end-of-tier", tv.stage, tv.tier.name, logged=tuple(logged))
+    return None
+
+
+def _tier(view: ChainView, pkt: Packet, tv: TierView, logged: list):
+    """A rule's verdict, "pass", or None when no rule decided."""
+    for pol in tv.policies:
+        for rule in pol.rules(view.direction):
+            if not rule_matches(rule, pkt, view.peers):
+                continue
+            if rule.action == "Log":
+                logged.append((pol.name, rule.index))
+                continue
+            if rule.action == "Pass":
+                return "pass"
+            allow = rule.action == "Allow"
+            return Verdict("allow" if allow else "deny", "rule-allow" if allow else "rule-deny",
+                           tv.stage, tv.tier.name, pol.name, rule.index, tuple(logged),
+                           tracked=allow and tv.stage != "untracked")
+    return None
 
 
 def failsafe_matches(fs: Failsafe, pkt: Packet, direction: str = INGRESS) -> bool:
@@ -83,6 +145,18 @@ def failsafe_matches(fs: Failsafe, pkt: Packet, direction: str = INGRESS) -> boo
         return True
     peer = pkt.src if direction == INGRESS else pkt.dst
     return fs.net.version == pkt.family and peer in fs.net
+
+
+def reverse_failsafe_matches(fs: Failsafe, pkt: Packet, direction: str = INGRESS) -> bool:
+    """The other direction's entry seen from its replies: the source port is
+    the failsafe port and, if a net is set, the remote end (the source on
+    ingress, the destination on egress) is in it."""
+    if pkt.proto != fs.proto_number or pkt.sport != fs.port:
+        return False
+    if fs.net is None:
+        return True
+    remote = pkt.src if direction == INGRESS else pkt.dst
+    return fs.net.version == pkt.family and remote in fs.net
 
 
 def rule_matches(rule: Rule, pkt: Packet, peers: tuple[Peer, ...]) -> bool:

@@ -6,11 +6,15 @@ enforces in one direction, as Calico's felix would render it:
 * the governing host endpoint (a named HEP beats the ``*`` wildcard; among
   several, the alphabetically smallest name wins; only this node's HEPs);
 * failsafe entries (per-node FelixConfiguration over ``default`` over the
-  built-in defaults), ahead of all policy;
+  built-in defaults), ahead of all policy; and the other direction's
+  entries, which in Calico's raw table let replies (matched on the source
+  port) skip untracked policy;
 * stages in evaluation order (ingress: untracked, preDNAT, normal; egress:
   untracked, normal), each a list of tiers in tier order, each tier the
   policies that select the endpoint and govern the direction, in policy
   order (missing order last, ties by name/namespace/kind);
+* the forward tiers: the same for forwarded traffic, which only
+  ``applyOnForward`` policies of the normal stage judge;
 * the profiles tried after the last tier;
 * the peers (host endpoints with expectedIPs, network sets) that rule
   selectors resolve against.
@@ -79,6 +83,8 @@ class ChainView:
     profiles: tuple[str, ...]
     peers: tuple[Peer, ...]
     warnings: tuple[Diagnostic, ...] = ()
+    reverse_failsafes: tuple[Failsafe, ...] = ()  # the other direction's, on the source port
+    forward_tiers: tuple[TierView, ...] = ()  # stage "forward": applyOnForward policies
 
 
 def tiers_in_order(ps: PolicySet) -> tuple[Tier, ...]:
@@ -226,15 +232,23 @@ def resolve(ps: PolicySet, *, node: str, iface: str, direction: str = INGRESS,
         applicable = [p for p in applicable if not p.do_not_track]
     tiers = []
     for stage in STAGES[direction]:
-        for tier in tiers_in_order(ps):
-            pols = sorted((p for p in applicable if p.tier == tier.name and p.stage == stage),
-                          key=policy_sort_key)
-            if pols:
-                tiers.append(TierView(tier, stage, tuple(pols)))
+        tiers.extend(_tiers(ps, stage, [p for p in applicable if p.stage == stage]))
+    forward = _tiers(ps, "forward", [p for p in applicable if p.stage == "normal" and p.apply_on_forward])
     if not applicable and not hep.profiles:
         warnings.append(Diagnostic(hep.span, "", None,
                                    f"host endpoint {hep.name} has no policy and no profile for "
                                    f"{direction.lower()}: everything but failsafe traffic is denied",
                                    "warning"))
+    other = EGRESS if direction == INGRESS else INGRESS
     return ChainView(node, iface, direction, hep, failsafes(ps, node, direction), tuple(tiers),
-                     hep.profiles, peers(ps), tuple(warnings))
+                     hep.profiles, peers(ps), tuple(warnings),
+                     reverse_failsafes=failsafes(ps, node, other), forward_tiers=tuple(forward))
+
+
+def _tiers(ps: PolicySet, stage: str, pols: list[Policy]) -> list[TierView]:
+    out = []
+    for tier in tiers_in_order(ps):
+        mine = sorted((p for p in pols if p.tier == tier.name), key=policy_sort_key)
+        if mine:
+            out.append(TierView(tier, stage, tuple(mine)))
+    return out

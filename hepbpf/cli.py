@@ -25,7 +25,7 @@ from hepbpf.compiler import (
     resolve,
 )
 from hepbpf.compiler.dump import dump_view
-from hepbpf.compiler.mapimage import CHAIN_INGRESS, dump as dump_maps
+from hepbpf.compiler.mapimage import CHAIN_EGRESS, CHAIN_INGRESS, dump as dump_maps
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOPERM = 0, 1, 2, 77
 
@@ -110,22 +110,21 @@ def cmd_explain(args) -> int:
             packets.append(parse_spec(spec))
         except SpecError as e:
             raise CliError(str(e), EXIT_USAGE) from None
-    direction = INGRESS if args.direction == "ingress" else EGRESS
+    chain = CHAIN_INGRESS if args.direction == "ingress" else CHAIN_EGRESS
     sources = _read_sources(args.files)
     compiled = compile_policy(sources, node=args.node, iface=args.iface)
     _warn(compiled)
+    how = {"forwarded": args.forwarded, "known_flow": args.established}
     if args.kernel:
-        if direction != INGRESS:
-            raise CliError("--kernel judges ingress only: the egress (tc) program is not built yet")
         from hepbpf.loader.datapath import load_image
 
         _need_root()
-        with load_image(compiled.image, trace=True) as dp:
-            results = [dp.explain(p) for p in packets]
+        # local_nets=(): the object tells the host's addresses from others,
+        # and explain marks each destination as the packet asks.
+        with load_image(compiled.image, trace=True, local_nets=()) as dp:
+            results = [dp.explain(p, chain, **how) for p in packets]
     else:
-        view = compiled.views[CHAIN_INGRESS] if direction == INGRESS else resolve(
-            compiled.policy_set, node=args.node, iface=args.iface, direction=EGRESS)
-        results = [evaluate(view, p).as_json() for p in packets]
+        results = [evaluate(compiled.views[chain], p, **how).as_json() for p in packets]
     for pkt, res in zip(packets, results):
         res = {"packet": str(pkt), **res}
         if args.output == "json":
@@ -157,18 +156,30 @@ def cmd_attach(args) -> int:
                        f"Calico would not police this interface, so there is nothing to attach "
                        f"(use --node if the node name differs from the hostname)")
     t1 = time.monotonic()
-    result = attach(args.iface, compiled, mode=args.mode, node=args.node, sources=args.files)
+    result = attach(args.iface, compiled, mode=args.mode, node=args.node, sources=args.files,
+                    ct_size=args.conntrack_size, tc_mechanism=args.egress)
     t2 = time.monotonic()
-    view = compiled.views[CHAIN_INGRESS]
+    ing, eg = compiled.views[CHAIN_INGRESS], compiled.views[CHAIN_EGRESS]
     verb = "replaced policy on" if result.replaced else "attached to"
-    print(f"{verb} {args.iface} (XDP {result.mode} mode, prog id {result.prog_id}): "
-          f"host endpoint {view.hep.name}, {sum(len(t.policies) for t in view.tiers)} ingress policies, "
-          f"{len(compiled.image.slots)} slots; compile {1000 * (t1 - t0):.0f} ms, "
+    print(f"{verb} {args.iface} (XDP {result.mode} mode, prog id {result.prog_id}; egress {result.tc_mechanism}, "
+          f"prog id {result.tc_prog_id}): host endpoint {ing.hep.name}, "
+          f"{sum(len(t.policies) for t in ing.tiers)} ingress and {sum(len(t.policies) for t in eg.tiers)} "
+          f"egress policies, {len(compiled.image.slots)} slots; compile {1000 * (t1 - t0):.0f} ms, "
           f"load+attach {1000 * (t2 - t1):.0f} ms")
     for note in result.notes:
         print(note, file=sys.stderr)
     print(f"pinned under {result.pin_dir}")
     return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def cmd_detach(args) -> int:
@@ -193,24 +204,29 @@ def cmd_status(args) -> int:
         return EXIT_OK if args.iface is None else EXIT_FAIL
     for st in states:
         print(f"{st['iface']}: {'ENFORCING' if st['attached'] else 'NOT ATTACHED (stale state)'}, "
-              f"XDP {st['mode']} mode, prog id {st['prog_id']}, node {st['node']}, "
-              f"host endpoint {st['host_endpoint']}")
+              f"XDP {st['mode']} mode, prog id {st['prog_id']}, egress {st.get('tc_mechanism')} "
+              f"prog id {st.get('tc_prog_id')}, node {st['node']}, host endpoint {st['host_endpoint']}")
+        ct = st.get("conntrack")
+        if ct:
+            print(f"  conntrack: {ct['flows']} flows of {ct['size']}; " +
+                  ", ".join(f"{k} {v}" for k, v in ct["events"].items()))
         print(f"  pinned under {st['pin_dir']}; attached {st['attached_at']}")
         print(f"  {'reason':<16} {'packets':>12} {'bytes':>14}")
         for reason, c in st["reasons"].items():
             print(f"  {reason:<16} {c['packets']:>12} {c['bytes']:>14}")
         active = [r for r in st["rules"] if r["packets"]]
         if active:
-            print(f"  {'slot':>5} {'action':<6} {'packets':>10}  policy / rule")
+            print(f"  {'chain':<7} {'slot':>5} {'action':<9} {'packets':>10}  policy / rule")
             for r in active:
                 who = r["policy"] or r["reason"]
                 rule = f" rule {r['rule']}" if r["rule"] is not None else ""
-                print(f"  {r['slot']:>5} {r['action']:<6} {r['packets']:>10}  {who}{rule}")
+                print(f"  {r['chain']:<7} {r['slot']:>5} {r['action']:<9} {r['packets']:>10}  {who}{rule}")
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hepbpf", description="Calico host-endpoint policy, enforced by XDP.")
+    p = argparse.ArgumentParser(prog="hepbpf",
+                                description="Calico host-endpoint policy, enforced by XDP (ingress) and tc (egress).")
     sub = p.add_subparsers(dest="command", required=True)
     node_default = socket.gethostname()
 
@@ -220,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--node", default=node_default, help="node name of the host endpoints (default: hostname)")
     a.add_argument("--mode", choices=("native", "generic", "auto"), default="auto",
                    help="XDP mode; auto tries native, then generic, and says which it got")
+    a.add_argument("--egress", choices=("auto", "tcx", "clsact"), default="auto",
+                   help="how the egress program is attached; auto: tcx where the kernel has it and "
+                        "a persistent bpffs holds its link, else clsact")
+    a.add_argument("--conntrack-size", type=_positive, default=65536, metavar="N",
+                   help="flows the conntrack table holds; when full, the least recently used go")
     a.set_defaults(func=cmd_attach)
 
     d = sub.add_parser("detach", help="remove hepbpf from an interface")
@@ -246,9 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--direction", choices=("ingress", "egress"), default="ingress")
     e.add_argument("--packet", action="append", required=True, metavar="SPEC",
                    help="e.g. 'tcp 198.51.100.7:40000 -> 192.0.2.1:22' (repeatable)")
+    e.add_argument("--forwarded", action="store_true",
+                   help="the packets pass through the host (routed), rather than to or from it")
+    e.add_argument("--established", action="store_true",
+                   help="the packets belong to a flow conntrack already knows (e.g. replies)")
     e.add_argument("--kernel", action="store_true",
-                   help="run the packets through the real XDP object (BPF_PROG_TEST_RUN) instead of "
-                        "the reference evaluator")
+                   help="run the packets through the real object (XDP for ingress, tc for egress, "
+                        "BPF_PROG_TEST_RUN) instead of the reference evaluator")
     e.add_argument("-o", "--output", choices=("json", "text"), default="json")
     e.set_defaults(func=cmd_explain)
     return p

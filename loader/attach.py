@@ -1,19 +1,26 @@
 """Attach, replace, detach and inspect hepbpf on an interface.
 
-Model: XDP is attached through netlink (it outlives this process, like
-`ip link set xdp`), and the program and maps are pinned under
-``<bpffs>/hepbpf/[netns-<inode>/]<iface>/`` so later commands find them.
-Replacing a policy loads a complete new object and swaps it in with
-XDP_FLAGS_REPLACE, so a packet sees the old policy or the new one, never a
-mix. The interface's XDP attachment, not the pins, is the truth: status
-and detach work even where the pins are gone.
+Model: one object, two programs. XDP (ingress) is attached through netlink
+(it outlives this process, like `ip link set xdp`); the tc program (egress)
+through a tcx link pinned with the rest, or a clsact filter where no
+persistent bpffs is reachable or the kernel has no tcx (loader/tc.py). The
+programs and maps are pinned under ``<bpffs>/hepbpf/[netns-<inode>/]<iface>/``
+so later commands find them. Replacing a policy loads a complete new object
+that shares the old one's conntrack table (so established flows stay
+established) and swaps it in: XDP with XDP_FLAGS_REPLACE, tc with a link
+update or an in-place filter replace; each hook sees the old policy or the
+new one, never a mix, and if the second swap fails the first is undone.
+The interface's attachments, not the pins, are the truth: status and
+detach work even where the pins are gone.
 
 Network namespaces: `ip netns exec` gives each command a private mount
 namespace with a fresh /sys and no bpffs, and whatever it mounts is gone
 when it exits. So pins go to the host's bpffs when it is reachable (through
 /proc/1/root), under a directory named for the network namespace, so two
 namespaces with an `eth1` each never collide. Only if no persistent bpffs is
-reachable do we mount one for this command, and say so.
+reachable do we mount one for this command, and say so. A bpffs mounted at
+/run/hepbpf/bpffs in the host's mount namespace is visible there too (`ip
+netns exec` remounts only /sys), so labs and tests mount one there.
 """
 
 from __future__ import annotations
@@ -31,11 +38,14 @@ from hepbpf.compiler import Compiled
 from hepbpf.compiler.mapimage import CHAIN_INGRESS, CHAIN_NAMES
 from hepbpf.compiler.reasons import REASON_NAMES
 
-from . import libbpf
+from . import conntrack, libbpf, tc
 from .datapath import load_image, read_stats
-from .mapnames import ALL_MAPS, REASON_STATS, RULE_STATS, XDP_PROGRAM
+from .encode import CT_DEFAULT_SIZE
+from .mapnames import ALL_MAPS, CT, CT_STATS, REASON_STATS, RULE_STATS, XDP_PROGRAM
+from .netdev import local_nets
 
 STATE_ROOT = Path("/run/hepbpf")
+SHARED_BPFFS = Path("/run/hepbpf/bpffs")
 
 
 class AttachError(RuntimeError):
@@ -49,6 +59,8 @@ class AttachResult:
     pin_dir: str
     replaced: bool
     notes: list[str] = field(default_factory=list)
+    tc_mechanism: str | None = None
+    tc_prog_id: int | None = None
 
 
 def _mount_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
@@ -81,11 +93,13 @@ def netns_key() -> str:
 
 def bpffs_root(notes: list[str] | None = None) -> Path:
     """A bpffs for our pins, persistent if we can reach one (see module
-    docstring): /sys/fs/bpf if it is a bpffs here, else the host's through
-    /proc/1/root (needs ptrace rights on PID 1), else one we mount for this
-    command only."""
+    docstring): /sys/fs/bpf if it is a bpffs here, else /run/hepbpf/bpffs,
+    else the host's through /proc/1/root (needs ptrace rights on PID 1),
+    else one we mount for this command only (``is_persistent`` tells)."""
     if _is_bpffs("/sys/fs/bpf"):
         return Path("/sys/fs/bpf")
+    if _is_bpffs(str(SHARED_BPFFS)):
+        return SHARED_BPFFS
     host = Path("/proc/1/root/sys/fs/bpf")
     if netns_key() and _host_is_bpffs():
         try:
@@ -96,11 +110,20 @@ def bpffs_root(notes: list[str] | None = None) -> Path:
     os.makedirs("/sys/fs/bpf", exist_ok=True)
     if subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], capture_output=True).returncode != 0:
         raise AttachError("no bpffs at /sys/fs/bpf and mounting one failed")
+    _PRIVATE_MOUNTS.add("/sys/fs/bpf")
     if notes is not None and netns_key():
         notes.append("note: no persistent bpffs is reachable from this mount namespace, so the pins "
                      "last only as long as this command; enforcement does not depend on them "
-                     "(status and detach find the program through the interface)")
+                     "(status and detach find the programs through the interface; egress uses clsact)")
     return Path("/sys/fs/bpf")
+
+
+_PRIVATE_MOUNTS: set[str] = set()
+
+
+def is_persistent(root: Path) -> bool:
+    """Whether pins under ``root`` outlive this command."""
+    return str(root) not in _PRIVATE_MOUNTS
 
 
 def _host_is_bpffs() -> bool:
@@ -137,7 +160,8 @@ def _ours(prog_id: int) -> bool:
         os.close(fd)
 
 
-def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: list[str]) -> AttachResult:
+def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: list[str],
+           ct_size: int = CT_DEFAULT_SIZE, tc_mechanism: str = "auto") -> AttachResult:
     ifindex = socket.if_nametoindex(iface)
     notes: list[str] = []
     current = _query(ifindex)
@@ -151,28 +175,55 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
             raise AttachError(f"{iface} runs hepbpf in {current['mode']} mode; detach first to change "
                               f"the mode to {mode}")
         mode = current["mode"]
+    old_tc = tc.query(ifindex)
     root = bpffs_root(notes)
     pins = pin_dir(iface, root)
     staging = pins.with_name(pins.name + "-new")
-    dp = load_image(compiled.image)
-    with contextlib.ExitStack() as undo:
-        undo.callback(dp.close)
+    # fds: closed however this ends; undo: run only if attaching fails.
+    with contextlib.ExitStack() as fds, contextlib.ExitStack() as undo:
+        reuse = {}
+        if replace_id is not None:
+            # Keep the conntrack table: established flows stay established.
+            old_ct = _maps_of(replace_id, (CT,)).get(CT)
+            if old_ct is not None:
+                fds.callback(old_ct.close)
+                if old_ct.max_entries == ct_size:
+                    reuse[CT] = old_ct.fd
+                else:
+                    notes.append(f"note: conntrack table resized to {ct_size}: known flows start over")
+        dp = load_image(compiled.image, local_nets=local_nets(), ct_size=ct_size, reuse=reuse)
+        fds.callback(dp.close)
         # Pin first: if pinning fails, nothing has been attached.
         _remove_pins(staging)
         undo.callback(_remove_pins, staging)
         _pin(dp, staging)
         if replace_id is not None:
             old_fd = libbpf.prog_fd_by_id(replace_id)
-            undo.callback(os.close, old_fd)
+            fds.callback(os.close, old_fd)
             libbpf.xdp_attach(ifindex, dp.prog_fd, mode, replace_fd=old_fd)
             got = mode
+            # If the tc swap below fails, the old policy keeps enforcing.
+            undo.callback(libbpf.xdp_attach, ifindex, old_fd, mode, replace_fd=dp.prog_fd)
         else:
             got = _attach_new(ifindex, dp.prog_fd, mode, notes)
+            undo.callback(libbpf.xdp_detach, ifindex, got, expected_fd=dp.prog_fd)
+        # tcx links die with their pins, so only pin one where pins last.
+        tc_pins = staging if is_persistent(root) else None
+        if old_tc is not None:
+            eg = tc.replace(ifindex, dp.tc_prog.fd, pin_dir=tc_pins)
+            created_qdisc = (_read_state(iface) or {}).get("tc_created_qdisc", False)
+        else:
+            eg = tc.attach(ifindex, dp.tc_prog.fd, pin_dir=tc_pins, mechanism=tc_mechanism)
+            created_qdisc = eg.created_qdisc
+        notes.extend(eg.notes)
+        undo.pop_all()  # committed
         prog_id = libbpf.prog_info(dp.prog_fd)["id"]
         _remove_pins(pins, prune=False)
         os.rename(staging, pins)
-        _write_state(iface, ifindex, got, prog_id, pins, compiled, node, sources)
-    return AttachResult(got, prog_id, str(pins), replace_id is not None, notes)
+        _write_state(iface, ifindex, got, prog_id, pins, compiled, node, sources,
+                     tc={"mechanism": eg.mechanism, "prog_id": eg.prog_id, "link_id": eg.link_id,
+                         "created_qdisc": created_qdisc})
+    return AttachResult(got, prog_id, str(pins), replace_id is not None, notes, eg.mechanism, eg.prog_id)
 
 
 def _attach_new(ifindex: int, fd: int, mode: str, notes: list[str]) -> str:
@@ -191,6 +242,7 @@ def _attach_new(ifindex: int, fd: int, mode: str, notes: list[str]) -> str:
 def _pin(dp, where: Path) -> None:
     where.mkdir(parents=True, exist_ok=True)
     dp.prog.pin(str(where / "prog_xdp"))
+    dp.tc_prog.pin(str(where / "prog_tc"))
     for name in ALL_MAPS:
         dp.obj.map(name).pin(str(where / name))
 
@@ -211,7 +263,7 @@ def _remove_pins(pins: Path, prune: bool = True) -> None:
         parent = parent.parent
 
 
-def _write_state(iface, ifindex, mode, prog_id, pins, compiled: Compiled, node, sources) -> None:
+def _write_state(iface, ifindex, mode, prog_id, pins, compiled: Compiled, node, sources, tc: dict) -> None:
     view = compiled.views[CHAIN_INGRESS]
     img = compiled.image
     state = {
@@ -220,6 +272,10 @@ def _write_state(iface, ifindex, mode, prog_id, pins, compiled: Compiled, node, 
         "netns": netns_key() or None,
         "mode": mode,
         "prog_id": prog_id,
+        "tc_mechanism": tc["mechanism"],
+        "tc_prog_id": tc["prog_id"],
+        "tc_link_id": tc["link_id"],
+        "tc_created_qdisc": tc["created_qdisc"],
         "pin_dir": str(pins),
         "node": node,
         "sources": [os.path.abspath(s) if s != "-" else "-" for s in sources],
@@ -254,6 +310,9 @@ def detach(iface: str) -> bool:
         ifindex = socket.if_nametoindex(iface)
     except OSError:
         ifindex = None
+    pins = None
+    with contextlib.suppress(AttachError):
+        pins = pin_dir(iface)
     if ifindex is not None:
         current = _query(ifindex)
         if current["prog_id"] and _ours(current["prog_id"]):
@@ -263,11 +322,11 @@ def detach(iface: str) -> bool:
             finally:
                 os.close(fd)
             removed = True
-    with contextlib.suppress(AttachError):
-        pins = pin_dir(iface)
-        if pins.exists():
-            _remove_pins(pins)
-            removed = True
+        st = _read_state(iface) or {}
+        removed |= tc.detach(ifindex, pin_dir=pins, created_qdisc=st.get("tc_created_qdisc", False))
+    if pins is not None and pins.exists():
+        _remove_pins(pins)
+        removed = True
     with contextlib.suppress(FileNotFoundError):
         state_path(iface).unlink()
         removed = True
@@ -304,27 +363,43 @@ def status(iface: str | None = None) -> list[dict]:
 
 
 def _counters(st: dict) -> dict:
-    """Per-reason and per-slot counters, read through the program's map ids
-    (so they work even where the pins are not visible)."""
+    """Per-reason and per-slot counters of both chains, and conntrack, read
+    through the program's map ids (so they work where pins are not visible)."""
     reasons = {REASON_NAMES[r]: {"packets": 0, "bytes": 0} for r in range(len(REASON_NAMES))}
     rules = []
     if not st.get("attached"):
         return {"reasons": reasons, "rules": rules}
-    maps = _maps_of(st["prog_id"])
+    maps = _maps_of(st["prog_id"], (REASON_STATS, RULE_STATS, CT, CT_STATS))
+    nreasons = len(REASON_NAMES)
+    stride = st.get("slot_stride", 0)
     try:
-        for r, (pk, by) in enumerate(read_stats(maps[REASON_STATS], len(REASON_NAMES))):
+        per_chain = read_stats(maps[REASON_STATS], 2 * nreasons)
+        for r in range(nreasons):
+            pk = per_chain[r][0] + per_chain[nreasons + r][0]
+            by = per_chain[r][1] + per_chain[nreasons + r][1]
             reasons[REASON_NAMES[r]] = {"packets": pk, "bytes": by}
-        ingress = [s for s in st["slots"] if s["chain"] == "ingress"]
-        stats = read_stats(maps[RULE_STATS], len(ingress))
-        for s, (pk, by) in zip(ingress, stats):
-            rules.append({**s, "packets": pk, "bytes": by})
+        by_chain = {"ingress": per_chain[:nreasons], "egress": per_chain[nreasons:]}
+        for chain_no, chain in enumerate(("ingress", "egress")):
+            slots = [s for s in st["slots"] if s["chain"] == chain]
+            stats = read_stats(maps[RULE_STATS], len(slots), first=chain_no * stride)
+            for s, (pk, by) in zip(slots, stats):
+                rules.append({**s, "packets": pk, "bytes": by})
+        out = {"reasons": reasons, "rules": rules,
+               "reasons_by_chain": {c: {REASON_NAMES[r]: {"packets": v[r][0], "bytes": v[r][1]}
+                                        for r in range(nreasons)} for c, v in by_chain.items()}}
+        if CT in maps and CT_STATS in maps:
+            events = conntrack.stats(maps[CT_STATS])
+            flows = sum(1 for _ in maps[CT].keys())
+            events["evicted"] = max(0, events["created"] - events["closed"] - events["expired"] - flows)
+            out["conntrack"] = {"flows": flows, "size": maps[CT].max_entries, "events": events}
+        return out
     finally:
         for m in maps.values():
             m.close()
-    return {"reasons": reasons, "rules": rules}
 
 
-def _maps_of(prog_id: int) -> dict:
+def _maps_of(prog_id: int, names=(REASON_STATS, RULE_STATS)) -> dict:
+    """The program's maps of these names, open (the caller closes them)."""
     fd = libbpf.prog_fd_by_id(prog_id)
     try:
         ids = libbpf.prog_info(fd)["map_ids"]
@@ -333,9 +408,8 @@ def _maps_of(prog_id: int) -> dict:
     out = {}
     for mid in ids:
         m = libbpf.Map.from_id(mid)
-        if m.name in (REASON_STATS, RULE_STATS):
+        if m.name in names:
             out[m.name] = m
         else:
             m.close()
     return out
-

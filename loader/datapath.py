@@ -1,28 +1,37 @@
-"""A loaded XDP object with its policy maps filled from a MapImage.
+"""A loaded hepbpf object with its policy maps filled from a MapImage.
 
 Lifecycle (each step undone on failure): open the object -> size the maps
 and set the rodata config -> load (verify) -> fill the maps. Attaching is
 attach.py's business; ``explain --kernel`` and the tests use a Datapath
-unattached, through BPF_PROG_TEST_RUN.
+unattached, through BPF_PROG_TEST_RUN: the XDP program for the ingress
+chain, the tc program for the egress chain.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import struct
 import sys
 from dataclasses import dataclass
 
-from hepbpf.compiler.mapimage import CHAIN_INGRESS, MapImage
+from hepbpf.compiler.mapimage import CHAIN_EGRESS, CHAIN_INGRESS, MapImage
 from hepbpf.compiler.packet import Packet
 from hepbpf.compiler.reasons import REASON_NAMES
 
-from . import abi
-from .encode import EncodedImage, encode
+from . import abi, conntrack
+from .encode import CT_DEFAULT_SIZE, EncodedImage, encode
 from .frames import frame
-from .libbpf import BpfObject, num_possible_cpus
-from .mapnames import CLASS, POLICY_MAPS, TRACE, XDP_OBJECT, XDP_PROGRAM
+from .libbpf import BpfObject
+from .mapnames import CLASS, CT, LOCAL4, LOCAL6, POLICY_MAPS, TC_PROGRAM, TRACE, XDP_OBJECT, XDP_PROGRAM
+from .percpu import per_cpu, read_stats  # noqa: F401  (read_stats: re-exported)
 
 XDP_DROP, XDP_PASS = 1, 2
+TC_ACT_UNSPEC, TC_ACT_SHOT = 0xFFFFFFFF, 2  # test_run reports the return value as a __u32
+# struct __sk_buff up to ifindex; ingress_ifindex sits at byte 36. The
+# kernel zero-fills the rest of a short context.
+SKB_CTX = struct.Struct("=9I I I")
+ANY_INGRESS_IFINDEX = 1  # a forwarded packet came in somewhere; the number is not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,21 +42,13 @@ class KernelVerdict:
     slot: int | None
 
 
-def per_cpu(raw: bytes, ctype: str) -> list:
-    """Split a per-CPU map value (one 8-byte-aligned slot per possible CPU)
-    into ABI values."""
-    size = abi.sizeof(ctype)
-    stride = (size + 7) & ~7
-    return [abi.unpack(ctype, raw[cpu * stride:cpu * stride + size])
-            for cpu in range(num_possible_cpus())]
-
-
 class Datapath:
     def __init__(self, obj: BpfObject, image: MapImage, enc: EncodedImage):
         self.obj = obj
         self.image = image
         self.enc = enc
         self.prog = obj.program(XDP_PROGRAM)
+        self.tc_prog = obj.program(TC_PROGRAM)
         self._slots = {(e.chain, e.slot): e for e in image.slots}
 
     @property
@@ -65,31 +66,80 @@ class Datapath:
 
     # --- BPF_PROG_TEST_RUN -------------------------------------------------
 
-    def run(self, data: bytes) -> KernelVerdict:
-        """One frame through the program; the verdict comes from the trace
-        map, so the object must have been loaded with trace=True."""
+    def run(self, data: bytes, chain: int = CHAIN_INGRESS, *, ingress_ifindex: int = 0) -> KernelVerdict:
+        """One frame through the chain's program; the verdict comes from the
+        trace map, so the object must have been loaded with trace=True.
+        ``ingress_ifindex`` (egress only): non-zero makes it forwarded."""
         trace = self.obj.map(TRACE)
         key = (0).to_bytes(4, sys.byteorder)
         trace.update(key, bytes(trace.value_buffer_size))
-        retval, _, _ = self.prog.test_run(data)
+        if chain == CHAIN_INGRESS:
+            retval, _, _ = self.prog.test_run(data)
+            allow = XDP_PASS
+        else:
+            ctx = SKB_CTX.pack(*([0] * 9), ingress_ifindex, 0)
+            retval, _, _ = self.tc_prog.test_run(data, ctx=ctx)
+            allow = TC_ACT_UNSPEC
         for v in per_cpu(trace.lookup(key, percpu=True), "struct hep_verdict"):
             if v.verdict:
                 slot = None if v.slot == 0xFFFFFFFF else v.slot
-                return KernelVerdict(retval, "allow" if v.verdict == 1 else "deny",
-                                     REASON_NAMES[v.reason], slot)
+                verdict = "allow" if v.verdict == 1 else "deny"
+                if (retval == allow) != (verdict == "allow"):
+                    raise RuntimeError(f"the program returned {retval} but traced {verdict}")
+                return KernelVerdict(retval, verdict, REASON_NAMES[v.reason], slot)
         raise RuntimeError("the program left no trace: was it loaded with trace=True?")
 
-    def explain(self, pkt: Packet, chain: int = CHAIN_INGRESS) -> dict:
-        kv = self.run(frame(pkt))
-        expected = XDP_PASS if kv.verdict == "allow" else XDP_DROP
-        if kv.retval != expected:
-            raise RuntimeError(f"XDP returned {kv.retval} but traced {kv.verdict}")
+    def set_local(self, addr, local: bool) -> None:
+        """Make ``addr`` one of the host's addresses, or not (ingress packets
+        to it are then forwarded). Needs an object loaded with local_nets."""
+        m = self.obj.map(LOCAL4 if addr.version == 4 else LOCAL6)
+        key = _local_key(ipaddress.ip_network(addr))
+        if local:
+            m.update(key, b"\x01")
+        else:
+            m.delete(key)
+
+    def ct_map(self):
+        return self.obj.map(CT)
+
+    def forget_flows(self) -> int:
+        """Empty the conntrack table; returns how many flows it held."""
+        return conntrack.clear(self.ct_map())
+
+    def explain(self, pkt: Packet, chain: int = CHAIN_INGRESS, *, forwarded: bool = False,
+                known_flow: bool = False) -> dict:
+        """The kernel's verdict for one packet, as `explain` prints it.
+        ``known_flow`` seeds conntrack with the packet's flow for the run."""
+        ct = self.ct_map()
+        conntrack.clear(ct)
+        if known_flow:
+            conntrack.seed(ct, pkt, chain=chain)
+        ifindex = 0
+        if chain == CHAIN_INGRESS:
+            if self.enc.rodata["know_local"]:
+                self.set_local(pkt.dst, not forwarded)
+            elif forwarded:
+                raise ValueError("this object does not know the host's addresses, so nothing is forwarded")
+        elif forwarded:
+            ifindex = ANY_INGRESS_IFINDEX
+        try:
+            kv = self.run(frame(pkt), chain, ingress_ifindex=ifindex)
+        finally:
+            conntrack.clear(ct)
         out = {"verdict": kv.verdict, "reason": kv.reason, "stage": None, "tier": None,
                "policy": None, "rule": None}
         if kv.slot is not None:
             s = self._slots[(chain, kv.slot)]
             out.update(stage=s.stage, tier=s.tier, policy=s.policy, rule=s.rule)
         return out
+
+
+def _local_key(net) -> bytes:
+    if net.version == 4:
+        return abi.pack("struct hep_local4_key", {
+            "prefixlen": net.prefixlen, "addr": int.from_bytes(net.network_address.packed, sys.byteorder)})
+    return abi.pack("struct hep_local6_key", {"prefixlen": net.prefixlen,
+                                              "addr": list(net.network_address.packed)})
 
 
 def object_path() -> str:
@@ -99,15 +149,21 @@ def object_path() -> str:
     return str(path)
 
 
-def load_image(image: MapImage, *, trace: bool = False) -> Datapath:
-    """Open, size, configure, verify and fill a fresh XDP object."""
-    enc = encode(image, trace=trace)
+def load_image(image: MapImage, *, trace: bool = False, local_nets: tuple | None = None,
+               ct_size: int = CT_DEFAULT_SIZE, ct_timeouts: dict | None = None,
+               reuse: dict[str, int] | None = None) -> Datapath:
+    """Open, size, configure, verify and fill a fresh object. ``reuse``:
+    map name -> fd of a live map to share instead of creating one (the
+    conntrack table survives a policy replacement this way)."""
+    enc = encode(image, trace=trace, local_nets=local_nets, ct_size=ct_size, ct_timeouts=ct_timeouts)
     with contextlib.ExitStack() as undo:
         obj = BpfObject.open(object_path())
         undo.callback(obj.close)
         for name, n in enc.sizes.items():
             obj.map(name).set_max_entries(n)
         obj.map(CLASS).set_value_size(enc.value_sizes[CLASS])
+        for name, fd in (reuse or {}).items():
+            obj.map(name).reuse_fd(fd)
         obj.set_rodata(abi.pack("struct hep_config", enc.rodata))
         obj.load()
         fill(obj, enc)
@@ -120,13 +176,3 @@ def fill(obj: BpfObject, enc: EncodedImage) -> None:
         items = enc.entries[name]
         if items:
             obj.map(name).update_batch([k for k, _ in items], [v for _, v in items])
-
-
-def read_stats(m, key_count: int) -> list[tuple[int, int]]:
-    """Sum a per-CPU hep_stats array: [(packets, bytes)] per key."""
-    out = []
-    for k in range(key_count):
-        raw = m.lookup(k.to_bytes(4, sys.byteorder), percpu=True)
-        stats = per_cpu(raw, "struct hep_stats") if raw else []
-        out.append((sum(s.packets for s in stats), sum(s.bytes for s in stats)))
-    return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
 
 from . import abi
-from .mapnames import ADDR4, ADDR6, CLASS, PORT, PROTO, RULE_STATS, SLOT
+from .mapnames import ADDR4, ADDR6, CLASS, CT, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS, SLOT
 
 HEP_SCOPE_BITS = 32
 
@@ -35,14 +35,43 @@ def _u32(x: int) -> bytes:
     return x.to_bytes(4, sys.byteorder)
 
 
-def encode(img: MapImage, *, trace: bool = False) -> EncodedImage:
+# Idle timeouts per enum hep_ct_state, in seconds: Calico's BPF dataplane
+# defaults (BPFConntrackTimeouts) where it has one.
+CT_TIMEOUTS_S = {
+    "HEP_CT_SYN_SENT": 20,
+    "HEP_CT_ESTABLISHED": 3600,
+    "HEP_CT_FIN_WAIT": 30,
+    "HEP_CT_CLOSING": 30,
+    "HEP_CT_UDP": 60,
+    "HEP_CT_ICMP": 5,
+    "HEP_CT_OTHER": 600,
+}
+CT_DEFAULT_SIZE = 65536
+LOCAL_ROOM = 256
+
+
+def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = None,
+           ct_size: int = CT_DEFAULT_SIZE, ct_timeouts: dict[str, int] | None = None) -> EncodedImage:
+    """``local_nets``: the host's addresses (and broadcast/multicast
+    ranges), whose absence makes an ingress packet forwarded; None: the
+    host's addresses are unknown, every ingress packet is for the host."""
     chains = abi.const("HEP_CHAIN_MAX")
     sides = abi.const("HEP_SIDE_MAX")
     protos = abi.const("HEP_PROTO_SPACE")
     port_space = abi.const("HEP_PORT_SPACE")
     no_table = abi.const("HEP_NO_PORT_TABLE")
     stride = img.slot_stride
-    entries: dict[str, list[tuple[bytes, bytes]]] = {k: [] for k in (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT)}
+    entries: dict[str, list[tuple[bytes, bytes]]] = {
+        k: [] for k in (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)}
+
+    for net in local_nets or ():
+        if net.version == 4:
+            addr = int.from_bytes(net.network_address.packed, sys.byteorder)
+            entries[LOCAL4].append((abi.pack("struct hep_local4_key", {"prefixlen": net.prefixlen, "addr": addr}),
+                                    b"\x01"))
+        else:
+            key = {"prefixlen": net.prefixlen, "addr": list(net.network_address.packed)}
+            entries[LOCAL6].append((abi.pack("struct hep_local6_key", key), b"\x01"))
 
     for e in img.addr:
         key = {"prefixlen": lpm_prefixlen(e.net), "chain": e.chain, "side": e.side}
@@ -78,6 +107,7 @@ def encode(img: MapImage, *, trace: bool = False) -> EncodedImage:
             "action": ACTION_CODES[s.action],
             "reason": s.reason,
             "next": s.next,
+            "flags": s.flags,
             "policy": policy_index.get(s.policy or "", 0),
             "rule": NO_RULE if s.rule is None else s.rule,
         })
@@ -90,11 +120,21 @@ def encode(img: MapImage, *, trace: bool = False) -> EncodedImage:
         CLASS: max(1, len(img.classes)),
         SLOT: chains * stride,
         RULE_STATS: chains * stride,
+        # Room for addresses the host gains later (attach --sync-addresses).
+        LOCAL4: max(LOCAL_ROOM, 2 * len(entries[LOCAL4])),
+        LOCAL6: max(LOCAL_ROOM, 2 * len(entries[LOCAL6])),
+        CT: ct_size,
     }
+    timeouts = dict(CT_TIMEOUTS_S, **(ct_timeouts or {}))
+    per_state = [0] * abi.const("HEP_CT_STATE_MAX")
+    for name, secs in timeouts.items():
+        per_state[abi.const(name)] = secs
     rodata = {
         "nwords": img.nwords,
         "slot_stride": stride,
         "trace": int(trace),
         "has_policy": int(img.has_policy),
+        "know_local": int(local_nets is not None),
+        "ct_timeout_s": per_state,
     }
     return EncodedImage(rodata, sizes, {CLASS: header + 8 * img.nwords}, entries)

@@ -9,9 +9,13 @@ SLOT = "hep_slot_v1"
 RULE_STATS = "hep_rulestat_v1"
 REASON_STATS = "hep_reasons_v1"
 TRACE = "hep_trace_v1"
+CT = "hep_ct_v1"
+CT_STATS = "hep_ctstat_v1"
+LOCAL4 = "hep_local4_v1"
+LOCAL6 = "hep_local6_v1"
 
-POLICY_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT)
-ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE)
+POLICY_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)
+ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE, CT, CT_STATS)
 
 XDP_PROGRAM = "hep_xdp_ingress"
 XDP_OBJECT = "hep.bpf.o"

@@ -31,6 +31,18 @@ class Draw:
     text: str
     packets: list[Packet]
     cidrs: list
+    cases: list = None  # [Case], when drawn with draw_cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """A packet and where it meets the policy: chain 0 (ingress, XDP) or 1
+    (egress, tc), forwarded or the host's own, new or of a known flow."""
+
+    pkt: Packet
+    chain: int
+    forwarded: bool
+    known_flow: bool
 
 
 class Gen:
@@ -151,10 +163,12 @@ class Gen:
         if stage != "normal":
             spec["applyOnForward"] = True
             spec["preDNAT" if stage == "preDNAT" else "doNotTrack"] = True
-            if "types" in spec:
-                spec["types"] = ["Ingress"]
+            if stage == "preDNAT" and "types" in spec:
+                spec["types"] = ["Ingress"]  # preDNAT never has egress
         elif r.random() < 0.3:
-            spec["egress"] = [{"action": "Allow"}]
+            spec["applyOnForward"] = True
+        if stage != "preDNAT" and r.random() < 0.5:
+            spec["egress"] = [self.rule(stage) for _ in range(r.randint(1, self.max_rules))]
         return {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
                 "metadata": {"name": f"p{i}"}, "spec": spec}
 
@@ -199,13 +213,37 @@ class Gen:
             for f in fs:
                 if r.random() < 0.3:
                     f["net"] = str(self.cidr(r.choice([4, 6])))
+            out = [{"protocol": r.choice(["TCP", "UDP"]), "port": r.choice(PORTS)} for _ in range(r.randint(0, 3))]
+            for f in out:
+                if r.random() < 0.3:
+                    f["net"] = str(self.cidr(r.choice([4, 6])))
+            spec = {"failsafeInboundHostPorts": fs}
+            if r.random() < 0.5:
+                spec["failsafeOutboundHostPorts"] = out
             docs.append({"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
-                         "metadata": {"name": r.choice(["default", f"node.{NODE}"])},
-                         "spec": {"failsafeInboundHostPorts": fs}})
+                         "metadata": {"name": r.choice(["default", f"node.{NODE}"])}, "spec": spec})
         for i in range(r.randint(0, 5)):
             docs.append(self.policy(i, tiers))
         text = "\n---\n".join(json.dumps(d) for d in docs)
         return Draw(text, [self.packet() for _ in range(n_packets)], list(self.cidrs))
+
+    def draw_cases(self, n: int) -> Draw:
+        """A policy set and ``n`` cases over both chains: egress packets
+        leave from the host's address, a quarter are forwarded, some are
+        packets of a known flow."""
+        d = self.draw(0)
+        r = self.r
+        d.cases = []
+        for _ in range(n):
+            pkt = self.packet()
+            chain = 0 if r.random() < 0.55 else 1
+            if chain == 1:
+                pkt = Packet(pkt.proto, pkt.dst, pkt.src, pkt.dport, pkt.sport, pkt.icmp_type, pkt.icmp_code) \
+                    if pkt.proto not in (1, 58) else Packet(pkt.proto, pkt.dst, pkt.src, icmp_type=pkt.icmp_type,
+                                                             icmp_code=pkt.icmp_code)
+            d.cases.append(Case(pkt, chain, r.random() < 0.25, pkt.trackable and r.random() < 0.15))
+        d.packets = [c.pkt for c in d.cases]
+        return d
 
     def addr(self, fam: int):
         r = self.r

@@ -19,6 +19,7 @@ enum hep_limits {
 	HEP_MAX_WORDS = 256,		/* 64-bit words per rule bit vector */
 	HEP_MAX_SLOTS = HEP_MAX_WORDS * 64, /* rule slots per chain */
 	HEP_MAX_HOPS = 16,		/* Pass hops per packet = tiers per chain */
+	HEP_MAX_JUMPS = HEP_MAX_HOPS + 4, /* + conntrack, forward and failsafe jumps */
 	HEP_PORT_SPACE = 65536,		/* one port table: every 16-bit value */
 	HEP_PROTO_SPACE = 256,
 	HEP_SCOPE_BITS = 32,		/* exact-match bits before an LPM address */
@@ -29,7 +30,7 @@ enum hep_limits {
 /* A chain is one ordered list of rule slots, judged by one hook. */
 enum hep_chain {
 	HEP_CHAIN_INGRESS = 0,		/* XDP: towards the host, before DNAT */
-	HEP_CHAIN_EGRESS = 1,		/* tc egress (not compiled yet) */
+	HEP_CHAIN_EGRESS = 1,		/* tc: from the host (or forwarded) out */
 	HEP_CHAIN_MAX = 2,
 };
 
@@ -51,6 +52,14 @@ enum hep_action {
 	HEP_ACTION_ALLOW = 1,
 	HEP_ACTION_DENY = 2,
 	HEP_ACTION_PASS = 3,		/* continue at hep_slot.next (next tier) */
+	HEP_ACTION_CONNTRACK = 4,	/* a known flow: allow; else the next slot */
+	HEP_ACTION_FORWARD = 5,		/* forwarded: continue at next; else the next slot */
+};
+
+/* hep_slot.flags */
+enum hep_slot_flag {
+	HEP_SLOT_TRACK = 1,		/* an Allow here starts a conntrack flow */
+	HEP_SLOT_DIVERT = 2,		/* forwarded packets continue at next instead */
 };
 
 enum hep_verdict_code {
@@ -74,7 +83,9 @@ enum hep_reason {
 	HEP_REASON_NOT_IP = 9,		/* ARP and other non-IP: not policed */
 	HEP_REASON_INTERNAL_MISS = 10,	/* a map had no entry: a bug, deny */
 	HEP_REASON_NO_POLICY = 11,	/* interface has no host endpoint */
-	HEP_REASON_MAX = 12,
+	HEP_REASON_CONNTRACK = 12,	/* a packet of a flow allowed before */
+	HEP_REASON_FORWARD_ALLOW = 13,	/* forwarded, no applyOnForward policy denied */
+	HEP_REASON_MAX = 14,
 };
 
 /* LPM keys: chain and side are matched exactly (HEP_SCOPE_BITS, pad
@@ -119,8 +130,9 @@ struct hep_class {
 struct hep_slot {
 	__u8 action;			/* enum hep_action */
 	__u8 reason;			/* enum hep_reason if this slot decides */
-	__u16 pad;
-	__u32 next;			/* Pass: first slot of the next tier */
+	__u8 flags;			/* enum hep_slot_flag */
+	__u8 pad;
+	__u32 next;			/* Pass, FORWARD, DIVERT: where to continue */
 	__u32 policy;			/* index into the policy name table (loader) */
 	__u32 rule;			/* rule index in the policy, or ~0 */
 };
@@ -131,6 +143,33 @@ struct hep_stats {
 	__u64 bytes;
 };
 
+union hep_addr {
+	__be32 v4;
+	__u8 v6[16];
+};
+
+/* The packet an ICMP error quotes, as far as conntrack needs it: its
+ * protocol, addresses and ports (or echo id), in the quoted packet's own
+ * direction. */
+struct hep_inner {
+	__u8 proto;
+	__u8 pad;
+	__u16 sport;			/* host order; echo: the id */
+	__u16 dport;			/* host order; echo: the id */
+	__u16 pad2;
+	union hep_addr saddr;
+	union hep_addr daddr;
+};
+
+/* hep_flow.ct: what conntrack reads besides the 5-tuple. */
+enum hep_ct_kind {
+	HEP_CT_PLAIN = 0,		/* tracked by its own 5-tuple */
+	HEP_CT_ECHO_REQUEST = 1,	/* ICMP echo request: may start a flow */
+	HEP_CT_ECHO_REPLY = 2,		/* ICMP echo reply: only matches one */
+	HEP_CT_ERROR = 3,		/* ICMP error: related to hep_flow.inner */
+	HEP_CT_NONE = 4,		/* other ICMP: never tracked */
+};
+
 /* The parsed packet. Policy code reads only this, never the context. */
 struct hep_flow {
 	__u8 family;			/* enum hep_family */
@@ -138,14 +177,73 @@ struct hep_flow {
 	__u16 sport;			/* host order; 0 if the protocol has none */
 	__u16 dport;			/* host order; ICMP: type << 8 | code */
 	__u16 len;			/* bytes from the L3 header on */
-	union {
-		__be32 v4;
-		__u8 v6[16];
-	} saddr;
-	union {
-		__be32 v4;
-		__u8 v6[16];
-	} daddr;
+	union hep_addr saddr;
+	union hep_addr daddr;
+	__u8 tcp_flags;			/* TCP: the flags byte (FIN 1, SYN 2, RST 4, ACK 16) */
+	__u8 ct;			/* enum hep_ct_kind */
+	__u16 echo_id;			/* ICMP echo: the identifier, host order */
+	__u32 pad;
+	struct hep_inner inner;		/* ct == HEP_CT_ERROR */
+};
+
+/* Connection tracking. A flow is keyed by its two endpoints in a fixed
+ * order (lower address, then lower port, first), so both directions find
+ * the same entry; IPv4 addresses fill the first 4 bytes. */
+struct hep_ct_key {
+	__u8 family;
+	__u8 proto;
+	__u16 pad;
+	__u16 port_a;			/* host order; ICMP echo: the id */
+	__u16 port_b;
+	__u8 addr_a[16];
+	__u8 addr_b[16];
+};
+
+enum hep_ct_state {
+	HEP_CT_SYN_SENT = 1,		/* TCP: only the opener has spoken */
+	HEP_CT_ESTABLISHED = 2,		/* TCP: both sides seen */
+	HEP_CT_FIN_WAIT = 3,		/* TCP: one side sent FIN */
+	HEP_CT_CLOSING = 4,		/* TCP: both sent FIN; the last ACK removes it */
+	HEP_CT_UDP = 5,
+	HEP_CT_ICMP = 6,		/* an echo exchange */
+	HEP_CT_OTHER = 7,		/* any other protocol */
+	HEP_CT_STATE_MAX = 8,
+};
+
+struct hep_ct_val {
+	__u64 created_ns;		/* bpf_ktime_get_ns() */
+	__u64 seen_ns;			/* last packet */
+	__u64 packets;
+	__u8 state;			/* enum hep_ct_state */
+	__u8 opener_a;			/* 1: endpoint a opened the flow */
+	__u8 fins;			/* bit 0: a sent FIN, bit 1: b sent FIN */
+	__u8 chain;			/* enum hep_chain of the packet that opened it */
+	__u32 pad;
+};
+
+/* hep_ctstat_v1 keys: conntrack events, counted per CPU. Entries evicted
+ * because the table was full are created - closed - expired - live. */
+enum hep_ct_event {
+	HEP_CTEV_CREATED = 0,
+	HEP_CTEV_HIT = 1,		/* a packet passed as part of a flow */
+	HEP_CTEV_RELATED = 2,		/* an ICMP error passed for a flow */
+	HEP_CTEV_CLOSED = 3,		/* removed by RST or the last ACK */
+	HEP_CTEV_EXPIRED = 4,		/* found past its timeout, removed */
+	HEP_CTEV_CREATE_FAILED = 5,
+	HEP_CTEV_MAX = 6,
+};
+
+/* hep_local{4,6}_v1 keys: the host's own addresses (and broadcast and
+ * multicast ranges), by prefix. Ingress packets to other addresses are
+ * forwarded ones. */
+struct hep_local4_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct hep_local6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
 };
 
 /* The outcome of one packet, as recorded in hep_trace_v1 when tracing. */
@@ -163,7 +261,9 @@ struct hep_config {
 	__u32 slot_stride;		/* nwords * 64: slots per chain */
 	__u8 trace;			/* record verdicts in hep_trace_v1 */
 	__u8 has_policy;		/* 0: no host endpoint, allow all */
-	__u8 pad[6];
+	__u8 know_local;		/* hep_local*_v1 filled: ingress can tell forwarded */
+	__u8 pad[5];
+	__u32 ct_timeout_s[8];		/* idle timeout per enum hep_ct_state */
 };
 
 #ifndef HEPBPF_CDEF
@@ -171,8 +271,11 @@ _Static_assert(sizeof(struct hep_lpm4_key) == 12, "hep_lpm4_key layout");
 _Static_assert(sizeof(struct hep_lpm6_key) == 24, "hep_lpm6_key layout");
 _Static_assert(sizeof(struct hep_slot) == 16, "hep_slot layout");
 _Static_assert(sizeof(struct hep_class) == 8, "hep_class header");
-_Static_assert(sizeof(struct hep_flow) == 40, "hep_flow layout");
-_Static_assert(sizeof(struct hep_config) == 16, "hep_config layout");
+_Static_assert(sizeof(struct hep_flow) == 88, "hep_flow layout");
+_Static_assert(sizeof(struct hep_ct_key) == 40, "hep_ct_key layout");
+_Static_assert(sizeof(struct hep_ct_val) == 32, "hep_ct_val layout");
+_Static_assert(sizeof(struct hep_config) == 48, "hep_config layout");
+_Static_assert(HEP_CT_STATE_MAX == 8, "hep_config.ct_timeout_s length");
 #endif
 
 #endif /* HEPBPF_ABI_H */

@@ -112,4 +112,51 @@ struct {
 	__uint(max_entries, 1);
 } hep_trace_v1 SEC(".maps");
 
+/* hep_ct_v1: connection tracking, shared by the XDP and tc programs of
+ * one interface (the loader reuses it across policy replacements).
+ * key:   struct hep_ct_key (endpoints in a fixed order)
+ * value: struct hep_ct_val
+ * writer: datapath (creates on a tracked Allow, updates, removes on close
+ *         or timeout); reader: datapath, loader (status, tests)
+ * size:  loader (attach --conntrack-size); full: least recently used
+ *        entries are evicted by the kernel (LRU), never an error */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct hep_ct_key);
+	__type(value, struct hep_ct_val);
+	__uint(max_entries, 65536);
+} hep_ct_v1 SEC(".maps");
+
+/* hep_ctstat_v1: conntrack event counts.
+ * key: enum hep_ct_event; value: __u64, per CPU
+ * writer: datapath; reader: loader. size: fixed */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, HEP_CTEV_MAX);
+} hep_ctstat_v1 SEC(".maps");
+
+/* hep_local4_v1: the host's IPv4 addresses (/32), broadcast addresses and
+ * 224.0.0.0/4: an ingress packet to one of them is for the host, any other
+ * is forwarded. key: struct hep_local4_key; value: __u8 (1)
+ * writer: loader (attach, from every interface of the namespace);
+ * reader: XDP. size: loader */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct hep_local4_key);
+	__type(value, __u8);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} hep_local4_v1 SEC(".maps");
+
+/* hep_local6_v1: as hep_local4_v1 for IPv6 (/128s and ff00::/8). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct hep_local6_key);
+	__type(value, __u8);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} hep_local6_v1 SEC(".maps");
+
 #endif /* HEPBPF_MAPS_H */

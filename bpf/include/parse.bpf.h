@@ -23,11 +23,16 @@
 #include "hepbpf_abi.h"
 
 /* end is data_end, the bound the verifier knows; limit is where the IP
- * header says the packet ends (frames can carry padding past it). */
+ * header says the packet ends (frames can carry padding past it). l3_room
+ * is how many bytes the packet really has from the L3 header on: on tc
+ * egress only the headers are linear (data_end) and a GSO packet's payload
+ * sits in fragments, so IP lengths are checked against l3_room and reads
+ * against end. */
 struct hep_cursor {
 	void *pos;
 	void *end;
 	void *limit;
+	__u32 l3_room;
 };
 
 /* Returns: a pointer to len bytes at the cursor (and advances), or NULL. */
@@ -41,6 +46,79 @@ static __always_inline void *hep_pull(struct hep_cursor *c, __u32 len)
 	return p;
 }
 
+/* ICMP types conntrack cares about, per family: echo request and reply,
+ * and the errors that quote a packet of a flow (RFC 792, RFC 4443). */
+static __always_inline int hep_icmp_kind(__u8 family, __u8 type)
+{
+	if (family == HEP_FAMILY_V4) {
+		if (type == 8)
+			return HEP_CT_ECHO_REQUEST;
+		if (type == 0)
+			return HEP_CT_ECHO_REPLY;
+		if (type == 3 || type == 4 || type == 5 || type == 11 || type == 12)
+			return HEP_CT_ERROR;
+		return HEP_CT_NONE;
+	}
+	if (type == 128)
+		return HEP_CT_ECHO_REQUEST;
+	if (type == 129)
+		return HEP_CT_ECHO_REPLY;
+	if (type >= 1 && type <= 4)
+		return HEP_CT_ERROR;
+	return HEP_CT_NONE;
+}
+
+/* The packet an ICMP error quotes: its IP header and the first 8 bytes
+ * of its L4 header. Returns 0 if it cannot be read (then the error is
+ * just an ICMP packet, judged by policy). No extension headers or IP
+ * options beyond IHL are followed: a quote is never trusted further. */
+static __always_inline int hep_parse_quote(struct hep_cursor *c, struct hep_flow *f)
+{
+	struct hep_inner *in = &f->inner;
+	__u8 *l4;
+
+	if (f->family == HEP_FAMILY_V4) {
+		struct iphdr *ip = hep_pull(c, sizeof(*ip));
+
+		if (!ip || ip->version != 4 || ip->ihl < 5)
+			return 0;
+		if (ip->ihl > 5 && !hep_pull(c, (ip->ihl - 5) * 4))
+			return 0;
+		in->proto = ip->protocol;
+		in->saddr.v4 = ip->saddr;
+		in->daddr.v4 = ip->daddr;
+	} else {
+		struct ipv6hdr *ip6 = hep_pull(c, sizeof(*ip6));
+
+		if (!ip6 || ip6->version != 6)
+			return 0;
+		in->proto = ip6->nexthdr;
+		__builtin_memcpy(in->saddr.v6, &ip6->saddr, 16);
+		__builtin_memcpy(in->daddr.v6, &ip6->daddr, 16);
+	}
+	l4 = hep_pull(c, 8);
+	if (!l4)
+		return 0;
+	switch (in->proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_SCTP:
+		in->sport = (__u16)l4[0] << 8 | l4[1];
+		in->dport = (__u16)l4[2] << 8 | l4[3];
+		return 1;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		/* An error about an echo request of ours quotes it. */
+		if (hep_icmp_kind(f->family, l4[0]) != HEP_CT_ECHO_REQUEST)
+			return 0;
+		in->sport = in->dport = (__u16)l4[4] << 8 | l4[5];
+		return 1;
+	default:
+		return 1;	/* tracked by addresses alone */
+	}
+}
+
 static __always_inline int hep_parse_l4(struct hep_cursor *c, struct hep_flow *f)
 {
 	__u8 *l4;
@@ -50,6 +128,7 @@ static __always_inline int hep_parse_l4(struct hep_cursor *c, struct hep_flow *f
 		l4 = hep_pull(c, 20);
 		if (!l4 || (l4[12] >> 4) < 5)	/* data offset < 5 words */
 			return HEP_REASON_MALFORMED;
+		f->tcp_flags = l4[13];
 		break;
 	case IPPROTO_UDP:
 	case IPPROTO_UDPLITE:
@@ -64,6 +143,23 @@ static __always_inline int hep_parse_l4(struct hep_cursor *c, struct hep_flow *f
 		if (!l4)
 			return HEP_REASON_MALFORMED;
 		f->dport = (__u16)l4[0] << 8 | l4[1];	/* type << 8 | code */
+		/* ICMPv4 only in IPv4, ICMPv6 only in IPv6: else never tracked. */
+		if ((f->proto == IPPROTO_ICMP) != (f->family == HEP_FAMILY_V4)) {
+			f->ct = HEP_CT_NONE;
+			return HEP_REASON_NONE;
+		}
+		f->ct = hep_icmp_kind(f->family, l4[0]);
+		if (f->ct == HEP_CT_ECHO_REQUEST || f->ct == HEP_CT_ECHO_REPLY) {
+			__u8 *rest = hep_pull(c, 4);	/* identifier, sequence */
+
+			if (!rest)
+				f->ct = HEP_CT_NONE;	/* too short to track */
+			else
+				f->echo_id = (__u16)rest[0] << 8 | rest[1];
+		} else if (f->ct == HEP_CT_ERROR) {
+			if (!hep_pull(c, 4) || !hep_parse_quote(c, f))
+				f->ct = HEP_CT_NONE;
+		}
 		return HEP_REASON_NONE;
 	default:
 		return HEP_REASON_NONE;		/* no ports to read */
@@ -85,7 +181,7 @@ static __always_inline int hep_parse_ipv4(struct hep_cursor *c, struct hep_flow 
 		return HEP_REASON_MALFORMED;
 	hlen = ip->ihl * 4;
 	tot = bpf_ntohs(ip->tot_len);
-	if (tot < hlen || c->pos + tot > c->end)
+	if (tot < hlen || tot > c->l3_room)
 		return HEP_REASON_MALFORMED;
 	c->limit = c->pos + tot;	/* L4 must lie within tot_len */
 	if (ip->frag_off & bpf_htons(0x3fff))	/* MF or an offset */
@@ -119,7 +215,7 @@ static __always_inline int hep_parse_ipv6(struct hep_cursor *c, struct hep_flow 
 	if (!ip6 || ip6->version != 6)
 		return HEP_REASON_MALFORMED;
 	plen = bpf_ntohs(ip6->payload_len);
-	if (c->pos + plen > c->end)
+	if (sizeof(*ip6) + plen > c->l3_room)
 		return HEP_REASON_MALFORMED;
 	c->limit = c->pos + plen;
 	f->family = HEP_FAMILY_V6;
@@ -148,14 +244,17 @@ static __always_inline int hep_parse_ipv6(struct hep_cursor *c, struct hep_flow 
 	return hep_parse_l4(c, f);
 }
 
-/* Returns: HEP_REASON_NONE with *f filled, or why the packet has no flow. */
-static __always_inline int hep_parse(void *data, void *data_end, struct hep_flow *f)
+/* Returns: HEP_REASON_NONE with *f filled, or why the packet has no flow.
+ * wire_len: the packet's full length (>= data_end - data). */
+static __always_inline int hep_parse(void *data, void *data_end, __u32 wire_len,
+				     struct hep_flow *f)
 {
 	struct hep_cursor c = { .pos = data, .end = data_end, .limit = data_end };
 	struct ethhdr *eth = hep_pull(&c, sizeof(*eth));
 
 	if (!eth)
 		return HEP_REASON_MALFORMED;
+	c.l3_room = wire_len - sizeof(*eth);	/* wire_len >= the pulled header */
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
 		return hep_parse_ipv4(&c, f);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))

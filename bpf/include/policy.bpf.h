@@ -15,6 +15,13 @@
  * slot moves the search to the first slot of the next tier, so the work is
  * a fixed number of lookups plus one scan over at most nwords words per
  * tier passed: never a walk over rules.
+ *
+ * Besides rules, a chain holds a few slots that match every packet and
+ * steer it (compiler/lower.py lays them out): the conntrack slot (a packet
+ * of a known flow is allowed there), the forward slot (forwarded packets
+ * continue in the forward section: applyOnForward policy, then allow), and
+ * failsafes flagged DIVERT (for forwarded packets they lead to the forward
+ * section instead of allowing).
  */
 #ifndef HEPBPF_POLICY_BPF_H
 #define HEPBPF_POLICY_BPF_H
@@ -23,11 +30,8 @@
 #include <bpf/bpf_helpers.h>
 #include "hepbpf_abi.h"
 #include "maps.h"
-
-const volatile struct hep_config hep_cfg = {
-	.nwords = 1,
-	.slot_stride = 64,
-};
+#include "config.bpf.h"
+#include "ct.bpf.h"
 
 static __always_inline __u32 hep_addr_class(const struct hep_flow *f, __u8 chain,
 					    __u8 side)
@@ -137,8 +141,29 @@ __noinline int hep_scan(__u32 c0, __u32 c1, __u32 c2, __u32 c3, __u32 from)
 	return -1;
 }
 
-/* Judge one flow on one chain. Always sets exactly one reason. */
-static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain,
+/* Whether an ingress packet is forwarded rather than for the host: its
+ * destination is none of the host's addresses. Without them (know_local
+ * 0) every packet counts as the host's. */
+static __always_inline int hep_dst_is_remote(const struct hep_flow *f)
+{
+	if (!hep_cfg.know_local)
+		return 0;
+	if (f->family == HEP_FAMILY_V4) {
+		struct hep_local4_key k = { .prefixlen = 32, .addr = f->daddr.v4 };
+
+		return !bpf_map_lookup_elem(&hep_local4_v1, &k);
+	} else {
+		struct hep_local6_key k = { .prefixlen = 128 };
+
+		__builtin_memcpy(k.addr, f->daddr.v6, 16);
+		return !bpf_map_lookup_elem(&hep_local6_v1, &k);
+	}
+}
+
+/* Judge one flow on one chain. Always sets exactly one reason.
+ * fwd: 1 forwarded, 0 for or from the host, -1 decide by the destination
+ * (XDP ingress, only if a slot asks). */
+static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain, int fwd,
 				       struct hep_verdict *v)
 {
 	__u32 src, dst, dport, sport;
@@ -158,7 +183,7 @@ static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain,
 	dst = hep_addr_class(f, chain, HEP_SIDE_DST);
 	dport = hep_l4_class(f, chain, HEP_SIDE_DST);
 	sport = hep_l4_class(f, chain, HEP_SIDE_SRC);
-	for (hop = 0; hop < HEP_MAX_HOPS; hop++) {
+	for (hop = 0; hop < HEP_MAX_JUMPS; hop++) {
 		int slot = hep_scan(src, dst, dport, sport, from);
 		__u32 key;
 		struct hep_slot *s;
@@ -173,10 +198,34 @@ static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain,
 			from = s->next;
 			continue;
 		}
+		if (s->action == HEP_ACTION_FORWARD || (s->flags & HEP_SLOT_DIVERT)) {
+			if (fwd < 0)
+				fwd = hep_dst_is_remote(f);
+			if (fwd) {
+				from = s->next;
+				continue;
+			}
+			if (s->action == HEP_ACTION_FORWARD) {
+				from = slot + 1;
+				continue;
+			}
+		}
+		if (s->action == HEP_ACTION_CONNTRACK) {
+			if (!hep_ct_established(f)) {
+				from = slot + 1;
+				continue;
+			}
+			v->slot = slot;
+			v->verdict = HEP_VERDICT_ALLOW;
+			v->reason = HEP_REASON_CONNTRACK;
+			return;
+		}
 		v->slot = slot;
 		v->verdict = s->action == HEP_ACTION_ALLOW ? HEP_VERDICT_ALLOW
 							   : HEP_VERDICT_DENY;
 		v->reason = s->reason;
+		if (v->verdict == HEP_VERDICT_ALLOW && (s->flags & HEP_SLOT_TRACK))
+			hep_ct_track(f, chain);
 		return;
 	}
 }

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from hepbpf.loader.attach import SHARED_BPFFS
 from hepbpf.vm.lab import Lab
 
 
@@ -20,17 +21,21 @@ def _is_bpffs(path: str) -> bool:
 
 @pytest.fixture(scope="session")
 def bpffs():
-    """The host bpffs most systems mount at boot; mounted (and later
-    unmounted) only if missing."""
+    """The host bpffs most systems mount at boot, and one at
+    /run/hepbpf/bpffs, which `ip netns exec` commands see too (they get a
+    fresh /sys), so hepbpf's pins and tcx links outlive each command there
+    as on a host. Each mounted (and later unmounted) only if missing."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    mounted = False
-    if not _is_bpffs("/sys/fs/bpf"):
-        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
-        mounted = True
+    mounted = []
+    for path in ("/sys/fs/bpf", str(SHARED_BPFFS)):
+        if not _is_bpffs(path):
+            os.makedirs(path, exist_ok=True)
+            subprocess.run(["mount", "-t", "bpf", "bpf", path], check=True)
+            mounted.append(path)
     yield "/sys/fs/bpf"
-    if mounted:
-        subprocess.run(["umount", "/sys/fs/bpf"], check=False)
+    for path in reversed(mounted):
+        subprocess.run(["umount", path], check=False)
 
 
 def hepbpf(lab: Lab, *args: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:

@@ -16,4 +16,9 @@ def test_draw_compiles_and_evaluates(seed):
     view = comp.views[CHAIN_INGRESS]
     verdicts = {evaluate(view, p).verdict for p in draw.packets}
     assert verdicts <= {"allow", "deny"}
-    assert comp.image.slots[-1].reason_name == "no-profile"
+    # Every path ends at a catch-all: no-profile for the host's packets,
+    # forward-allow for forwarded ones, in both chains.
+    for chain in (0, 1):
+        slots = [s for s in comp.image.slots if s.chain == chain]
+        assert slots[-1].reason_name == "forward-allow"
+        assert any(s.reason_name == "no-profile" for s in slots)

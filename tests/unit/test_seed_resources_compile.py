@@ -20,7 +20,8 @@ def test_seed_compiles(path):
         iface = "eth9" if hep.interface_name == "*" else hep.interface_name
         comp = compile_policy([(path.name, text)], node=hep.node, iface=iface)
         assert comp.views[CHAIN_INGRESS].hep is not None
-        assert comp.image.slots[-1].reason_name == "no-profile"
+        assert comp.image.slots[-1].reason_name == "forward-allow"
+        assert any(s.reason_name == "no-profile" for s in comp.image.slots)
 
 
 def test_felix_string_failsafes_are_read_with_a_warning():

@@ -1,0 +1,120 @@
+"""hepbpf's conntrack table from user space: keys, entries, counters.
+
+The datapath owns the table (bpf/include/ct.bpf.h); the loader only reads
+it for ``status``, and tests and ``explain --kernel`` seed it with a flow to
+ask what a packet of a known flow gets. The key layout is the ABI's
+struct hep_ct_key: both endpoints, lower (address, port) first.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from hepbpf.compiler.packet import ICMP, PORTED, Packet
+
+from . import abi
+from .percpu import read_counters
+
+# enum hep_ct_state, by name as `status` shows it.
+STATE_NAMES = {
+    1: "syn-sent", 2: "established", 3: "fin-wait", 4: "closing", 5: "udp", 6: "icmp", 7: "other",
+}
+EVENT_NAMES = ("created", "hit", "related", "closed", "expired", "create-failed")  # enum hep_ct_event
+ECHO_REQUEST = {1: 8, 58: 128}
+ECHO_REPLY = {1: 0, 58: 129}
+
+
+def _endpoint(addr, port: int) -> tuple[int, int, bytes]:
+    packed = addr.packed.ljust(16, b"\0")
+    return int.from_bytes(packed, "big"), port, packed
+
+
+def key_for(pkt: Packet, echo_id: int = 0) -> bytes:
+    """The hep_ct_key of ``pkt``'s flow (either direction gives the same)."""
+    if pkt.proto in PORTED:
+        sp, dp = pkt.sport, pkt.dport
+    elif pkt.proto in ICMP:
+        sp = dp = echo_id
+    else:
+        sp = dp = 0
+    a, b = sorted((_endpoint(pkt.src, sp), _endpoint(pkt.dst, dp)))
+    return abi.pack("struct hep_ct_key", {
+        "family": pkt.family, "proto": pkt.proto, "port_a": a[1], "port_b": b[1],
+        "addr_a": list(a[2]), "addr_b": list(b[2]),
+    })
+
+
+def first_state(pkt: Packet) -> int:
+    if pkt.proto == 6:
+        return abi.const("HEP_CT_ESTABLISHED")
+    if pkt.proto in (17, 136):
+        return abi.const("HEP_CT_UDP")
+    if pkt.proto in ICMP:
+        return abi.const("HEP_CT_ICMP")
+    return abi.const("HEP_CT_OTHER")
+
+
+def now_ns() -> int:
+    """bpf_ktime_get_ns()'s clock."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def seed(ct_map, pkt: Packet, *, state: int | None = None, chain: int = 0) -> bytes:
+    """Record ``pkt``'s flow as known (opened by its source); returns the key."""
+    key = key_for(pkt)
+    src_first = key[8:24] == pkt.src.packed.ljust(16, b"\0") and (
+        pkt.proto not in PORTED or int.from_bytes(key[4:6], sys.byteorder) == pkt.sport)
+    t = now_ns()
+    ct_map.update(key, abi.pack("struct hep_ct_val", {
+        "created_ns": t, "seen_ns": t, "packets": 1,
+        "state": first_state(pkt) if state is None else state,
+        "opener_a": int(src_first), "chain": chain,
+    }))
+    return key
+
+
+def clear(ct_map) -> int:
+    n = 0
+    for key in list(ct_map.keys()):
+        n += ct_map.delete(key)
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    family: int
+    proto: int
+    a: str
+    port_a: int
+    b: str
+    port_b: int
+    state: str
+    opener_a: bool
+    age_s: float
+    idle_s: float
+    packets: int
+
+
+def entries(ct_map) -> list[Entry]:
+    import ipaddress
+
+    out = []
+    t = now_ns()
+    for raw_key, raw_val in ct_map.items():
+        k = abi.unpack("struct hep_ct_key", raw_key)
+        v = abi.unpack("struct hep_ct_val", raw_val)
+        n = 4 if k.family == 4 else 16
+        addr = lambda field: str(ipaddress.ip_address(bytes(field)[:n]))  # noqa: E731
+        out.append(Entry(k.family, k.proto, addr(k.addr_a), k.port_a, addr(k.addr_b), k.port_b,
+                         STATE_NAMES.get(v.state, str(v.state)), bool(v.opener_a),
+                         (t - v.created_ns) / 1e9, (t - v.seen_ns) / 1e9, v.packets))
+    return out
+
+
+def stats(ctstat_map) -> dict[str, int]:
+    """Event totals; ``evicted`` is derived: created - closed - expired - live
+    can only be the entries the full table pushed out."""
+    totals = read_counters(ctstat_map, len(EVENT_NAMES))
+    return dict(zip(EVENT_NAMES, totals))
