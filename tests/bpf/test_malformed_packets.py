@@ -47,3 +47,15 @@ def test_unjudgeable_frames_stay_denied_under_allow_all(default_allow, name):
         assert (got.verdict, got.reason) == ("allow", "not-ip")
     else:
         assert got.verdict == "allow"
+
+
+# Frames shorter than Ethernet + an IP header are left out: the stack never
+# hands tc such an skb, and test_run refuses to build one.
+@pytest.mark.parametrize("name", sorted(n for n, (frame, _, reason) in MALFORMED.items()
+                                        if reason in ("malformed", "fragment", "not-ip") and len(frame) >= 54))
+def test_tc_egress_parses_alike(default_allow, name):
+    """The tc program shares the parser: what XDP cannot judge, tc cannot
+    either."""
+    frame, verdict, reason = MALFORMED[name]
+    got = default_allow.run(frame, 1)
+    assert (got.verdict, got.reason) == (verdict, reason)
