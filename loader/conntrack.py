@@ -33,15 +33,17 @@ def _endpoint(addr, port: int) -> tuple[int, int, bytes]:
 
 def key_for(pkt: Packet, echo_id: int = 0) -> bytes:
     """The hep_ct_key of ``pkt``'s flow (either direction gives the same)."""
+    code = 0
     if pkt.proto in PORTED:
         sp, dp = pkt.sport, pkt.dport
     elif pkt.proto in ICMP:
         sp = dp = echo_id
+        code = pkt.icmp_code or 0
     else:
         sp = dp = 0
     a, b = sorted((_endpoint(pkt.src, sp), _endpoint(pkt.dst, dp)))
     return abi.pack("struct hep_ct_key", {
-        "family": pkt.family, "proto": pkt.proto, "port_a": a[1], "port_b": b[1],
+        "family": pkt.family, "proto": pkt.proto, "icmp_code": code, "port_a": a[1], "port_b": b[1],
         "addr_a": list(a[2]), "addr_b": list(b[2]),
     })
 
@@ -62,10 +64,13 @@ def now_ns() -> int:
 
 
 def seed(ct_map, pkt: Packet, *, state: int | None = None, chain: int = 0) -> bytes:
-    """Record ``pkt``'s flow as known (opened by its source); returns the key."""
+    """Record ``pkt``'s flow as known (opened by its source, or for an echo
+    reply by its destination); returns the key."""
     key = key_for(pkt)
     src_first = key[8:24] == pkt.src.packed.ljust(16, b"\0") and (
         pkt.proto not in PORTED or int.from_bytes(key[4:6], sys.byteorder) == pkt.sport)
+    if pkt.proto in ICMP and pkt.icmp_type == ECHO_REPLY[pkt.proto]:
+        src_first = not src_first
     t = now_ns()
     ct_map.update(key, abi.pack("struct hep_ct_val", {
         "created_ns": t, "seen_ns": t, "packets": 1,

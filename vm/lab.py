@@ -6,8 +6,9 @@
 
 One shared L2 segment, so the node has a single host-endpoint interface,
 named ``eth1`` inside the node namespace (and ``eth1`` in every client too).
-Every veth is created inside the switch namespace with its peer put straight
-into the member namespace: nothing ever appears in the caller's namespace.
+Every veth is created inside the switch namespace (the backend's inside the
+node namespace) with its peer put straight into the member namespace:
+nothing ever appears in the caller's namespace.
 
 Every namespace has the unique prefix ``hl<4 hex>``; ``close()`` deletes the
 namespaces (and with them every veth) even after a failure, and the context
@@ -30,8 +31,28 @@ that does not forward the members' MLD/IGMP reports, so the node sees only
 the traffic a test sends.
 
 MACs are fixed and locally administered, ``02:00:00:00:<ns>:<if>``: ns 00 is
-the node, ns k is client k, ns fe the switch; if 01 is eth1, and the switch
-port towards member m is if 10+m.
+the node, ns k is client k, ns be the backend, ns fe the switch; if 01 is
+eth1, 02 the node's eth2, and the switch port towards member m is if 10+m.
+
+With ``backend=True`` there is also a service backend behind the node, the
+way a Kubernetes worker forwards NodePort traffic to a pod::
+
+    <prefix>-node  eth2 ─────── eth1  <prefix>-be
+
+a point-to-point veth made inside the node namespace (peer put straight into
+the backend's), node side 203.0.113.1/24 and 2001:db8:b::1/64, backend
+203.0.113.2/24 and 2001:db8:b::2/64, under the same discipline (no DAD,
+permanent neighbours, fixed MACs). The node forwards (IPv4 and IPv6, no
+rp_filter); the backend's default routes and the clients' routes to
+203.0.113.0/24 and 2001:db8:b::/64 point at the node, so a client also
+reaches the backend directly: forwarded traffic through the HEP eth1.
+
+kube-proxy's part is one nftables table of our own in the node namespace,
+``inet hepbpf_lab_nat``: a prerouting DNAT of TCP NODEPORT_TCP (30080) to
+the backend's BACKEND_TCP_PORT (8080) and of UDP NODEPORT_UDP (30053) to
+BACKEND_UDP_PORT (5353), for either family, on packets to a node address.
+No SNAT: the backend sees the client's address and answers through the node,
+whose conntrack reverses the DNAT. Nothing else in the lab filters.
 """
 
 from __future__ import annotations
@@ -47,6 +68,15 @@ from dataclasses import dataclass, field
 
 NODE4, NODE6 = "192.0.2.1", "2001:db8::1"
 IFACE = "eth1"
+
+# The optional backend behind the node (Lab(..., backend=True)).
+BACKEND_IFACE = "eth2"  # the node's side of the backend link; the backend's side is eth1
+NODE_B4, NODE_B6 = "203.0.113.1", "2001:db8:b::1"  # the node on the backend link
+BACKEND4, BACKEND6 = "203.0.113.2", "2001:db8:b::2"
+BACKEND_NET4, BACKEND_NET6 = "203.0.113.0/24", "2001:db8:b::/64"
+NODEPORT_TCP, NODEPORT_UDP = 30080, 30053  # on every node address
+BACKEND_TCP_PORT, BACKEND_UDP_PORT = 8080, 5353  # where the NodePorts lead
+NAT_TABLE = "hepbpf_lab_nat"  # inet family, node namespace
 ALLOWED = [ipaddress.ip_network(n) for n in
            ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
 PREFIX_RE = re.compile(r"^hl[0-9a-f]{4}$")
@@ -59,6 +89,8 @@ def mac(ns: int, iface: int) -> str:
 
 
 NODE_MAC = mac(0, 1)
+NODE_B_MAC = mac(0, 2)
+BACKEND_MAC = mac(0xBE, 1)
 
 # Per-interface IPv6 knobs: no DAD (addresses usable at once, no ND probes),
 # no router solicitations or RAs (no unsolicited traffic, no routes appear).
@@ -73,6 +105,21 @@ table bridge lab {
         ether daddr { 33:33:00:00:00:16, 01:00:5e:00:00:16 } drop
     }
 }
+"""
+
+
+# kube-proxy's NodePort DNAT, reduced to what the lab needs: only packets to a
+# node address (kube-proxy's "fib daddr type local"), no masquerade.
+_NAT_NFT = f"""
+table inet {NAT_TABLE} {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        fib daddr type local meta nfproto ipv4 tcp dport {NODEPORT_TCP} dnat ip to {BACKEND4}:{BACKEND_TCP_PORT}
+        fib daddr type local meta nfproto ipv4 udp dport {NODEPORT_UDP} dnat ip to {BACKEND4}:{BACKEND_UDP_PORT}
+        fib daddr type local meta nfproto ipv6 tcp dport {NODEPORT_TCP} dnat ip6 to [{BACKEND6}]:{BACKEND_TCP_PORT}
+        fib daddr type local meta nfproto ipv6 udp dport {NODEPORT_UDP} dnat ip6 to [{BACKEND6}]:{BACKEND_UDP_PORT}
+    }}
+}}
 """
 
 
@@ -133,6 +180,22 @@ class Client:
         return self.addrs4 + self.addrs6
 
 
+@dataclass
+class Backend:
+    """The service backend behind the node (``Lab(..., backend=True)``):
+    like a Client, so the traffic helpers take either."""
+    name: str
+    ns: str
+    mac: str = BACKEND_MAC
+    addrs4: list[str] = field(default_factory=lambda: [BACKEND4])
+    addrs6: list[str] = field(default_factory=lambda: [BACKEND6])
+    iface: str = IFACE
+
+    @property
+    def addrs(self) -> list[str]:
+        return self.addrs4 + self.addrs6
+
+
 _OPEN: set[Lab] = set()
 
 
@@ -149,10 +212,12 @@ class Lab:
 
     ``extra_addrs[k]`` lists the extra source addresses of client k+1 (IPv4
     or IPv6, documentation ranges only); its length is the client count.
+    ``backend=True`` adds the backend namespace and the NodePort DNAT
+    (``lab.backend``, else None).
     """
 
     def __init__(self, extra_addrs: list[list[str]] | None = None, *, clients: int | None = None,
-                 prefix: str | None = None):
+                 prefix: str | None = None, backend: bool = False):
         if extra_addrs is None:
             extra_addrs = [[] for _ in range(1 if clients is None else clients)]
         elif clients is not None and clients != len(extra_addrs):
@@ -161,6 +226,14 @@ class Lab:
             raise ValueError(f"1..{MAX_CLIENTS} clients")
         taken = {NODE4, NODE6} | {f"192.0.2.{10 * k}" for k in range(1, len(extra_addrs) + 1)} \
             | {str(ipaddress.ip_address(f"2001:db8::{10 * k}")) for k in range(1, len(extra_addrs) + 1)}
+        if backend:
+            if shutil.which("nft") is None:
+                raise RuntimeError("backend=True needs nft (nftables) for the NodePort DNAT")
+            # An extra address in the backend link's subnets would be routed
+            # towards a client and towards the backend at once.
+            for a in (a for addrs in extra_addrs for a in addrs):
+                if any(_check_allowed(a) in ipaddress.ip_network(n) for n in (BACKEND_NET4, BACKEND_NET6)):
+                    raise ValueError(f"{a}: in the backend link's subnet")
         for addrs in extra_addrs:
             for a in addrs:
                 norm = str(_check_allowed(a))
@@ -177,6 +250,7 @@ class Lab:
         self.node_addr4, self.node_addr6 = NODE4, NODE6
         self.node_ifindex: int | None = None
         self.clients: list[Client] = []
+        self.backend: Backend | None = Backend("be", f"{self.prefix}-be") if backend else None
         self._made: list[str] = []  # namespaces this object created, in order
         _OPEN.add(self)
         try:
@@ -273,8 +347,42 @@ class Lab:
             _ip_batch(ns, [f"neigh replace {a} lladdr {m} dev {IFACE} nud permanent"
                            for other, m, addrs in owners if other != ns for a in addrs])
 
+        if self.backend is not None:
+            self._build_backend(self.backend)
+
         out = run(["ip", "-n", self.node_ns, "-j", "link", "show", "dev", IFACE]).stdout
         self.node_ifindex = json.loads(out)[0]["ifindex"]
+
+    def _build_backend(self, be: Backend) -> None:
+        """The backend link, forwarding, the routes through the node, the DNAT."""
+        self._netns(be.ns)
+        run(["ip", "-n", self.node_ns, "link", "add", BACKEND_IFACE, "address", NODE_B_MAC, "type", "veth",
+             "peer", "name", IFACE, "address", be.mac, "netns", be.ns])
+        run(["sysctl", "-qw", *[f"net.ipv6.conf.{BACKEND_IFACE}.{k}={v}" for k, v in _V6_QUIET.items()]],
+            ns=self.node_ns)
+        run(["sysctl", "-qw", *[f"net.ipv6.conf.{IFACE}.{k}={v}" for k, v in _V6_QUIET.items()]], ns=be.ns)
+        # A router, not a host: forwarding on (which also keeps accept_ra
+        # off), and reverse-path filtering off whatever the host's defaults
+        # are, so only the program under test ever drops a lab packet.
+        run(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+             *[f"net.ipv4.conf.{scope}.rp_filter=0" for scope in ("all", "default", IFACE, BACKEND_IFACE)]],
+            ns=self.node_ns)
+        _ip_batch(self.node_ns, [
+            f"addr add {NODE_B4}/24 dev {BACKEND_IFACE}",
+            f"addr add {NODE_B6}/64 dev {BACKEND_IFACE} nodad",
+            f"link set {BACKEND_IFACE} up",
+            *[f"neigh replace {a} lladdr {be.mac} dev {BACKEND_IFACE} nud permanent" for a in be.addrs]])
+        _ip_batch(be.ns, [
+            f"addr add {BACKEND4}/24 dev {IFACE}",
+            f"addr add {BACKEND6}/64 dev {IFACE} nodad",
+            f"link set {IFACE} up",
+            *[f"neigh replace {a} lladdr {NODE_B_MAC} dev {IFACE} nud permanent" for a in (NODE_B4, NODE_B6)],
+            f"route add default via {NODE_B4} dev {IFACE}",
+            f"route add default via {NODE_B6} dev {IFACE}"])
+        for c in self.clients:
+            _ip_batch(c.ns, [f"route add {BACKEND_NET4} via {NODE4} dev {IFACE}",
+                             f"route add {BACKEND_NET6} via {NODE6} dev {IFACE}"])
+        run(["nft", "-f", "-"], ns=self.node_ns, input=_NAT_NFT)
 
     # --- using ------------------------------------------------------------
 
@@ -302,11 +410,11 @@ class Lab:
     @staticmethod
     def destroy_by_prefix(prefix: str) -> list[str]:
         """Crash recovery for one known prefix: delete ``<prefix>-node``,
-        ``<prefix>-sw`` and ``<prefix>-c<N>``, nothing else. Returns the names
-        deleted."""
+        ``<prefix>-sw``, ``<prefix>-be`` and ``<prefix>-c<N>``, nothing else.
+        Returns the names deleted."""
         if not PREFIX_RE.match(prefix):
             raise ValueError(f"prefix {prefix!r} is not hl + 4 hex digits")
-        mine = re.compile(rf"^{prefix}-(node|sw|c[0-9]+)$")
+        mine = re.compile(rf"^{prefix}-(node|sw|be|c[0-9]+)$")
         gone = []
         for name in sorted(_netns_names()):
             if mine.match(name):
@@ -321,4 +429,5 @@ class Lab:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Lab({self.prefix}, clients={[c.name for c in self.clients]}, open={bool(self._made)})"
+        return (f"Lab({self.prefix}, clients={[c.name for c in self.clients]}, backend={self.backend is not None}, "
+                f"open={bool(self._made)})")

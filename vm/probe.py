@@ -27,7 +27,13 @@ of an earlier round can count) which the sniffer matches, plus a unique IPv4
 ID / IPv6 flow label so a capture of the same traffic is easy to read.
 
 Also here: ``tcp_connect()`` (a real TCP connection from a client) and
-``listen()`` (a TCP accept loop in the node namespace).
+``listen()`` (a TCP accept loop in the node namespace); and real two-way
+traffic between any of a lab's namespaces (clients, node, backend):
+``echo_server()`` (a TCP and/or UDP echo server for the ``with`` block),
+``echo()`` (one payload there and back, None when nothing came back in
+time) and ``echo_session()`` (one TCP connection kept open across steps,
+e.g. while the policy is replaced). Every one is a subprocess in the
+namespace, bounded in time and killed by its PID.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ SNIFF_CAP_S = 10.0  # hard cap on one probe round
 SETTLE_S = 0.5  # how long the sniffer still waits after the last packet was sent
 MAX_PACKETS = 10_000  # per round; keeps a round's time and memory bounded
 LISTEN_LIFETIME_S = 60.0  # default cap on a listener's life
+ECHO_TIMEOUT_S = 2.0  # default wait for a connection, and then for the echo
+SESSION_LIFETIME_S = 60.0  # default cap on an echo session's life
+MAX_PAYLOAD = 32 << 10  # per echo (passed as hex in argv); keep UDP ones below the MTU: fragments are dropped
 
 TOKEN_HEAD = b"hepbpf-probe-"
 INDEX_DIGITS = 5
@@ -312,6 +321,176 @@ def listen(lab, port: int, lifetime: float = LISTEN_LIFETIME_S):
         child.stop()
 
 
+# --- the caller's side: echo ------------------------------------------------------
+
+def _ns_of(lab, where) -> str:
+    """A namespace of ``lab`` from a namespace name or anything with ``.ns``
+    (a Client, the Backend)."""
+    ns = where if isinstance(where, str) else where.ns
+    if ns not in lab.namespaces:
+        raise ValueError(f"{ns!r} is not a namespace of this lab")
+    return ns
+
+
+class EchoServer:
+    """A running ``echo_server()``: ``peers`` lists, in order, ``(proto,
+    address)`` for every TCP connection accepted and every UDP datagram
+    echoed so far (IPv4 peers as plain dotted quads): the source address the
+    server saw, e.g. the client's own behind a DNAT without SNAT."""
+
+    def __init__(self, child: _Child, ns: str, tcp: int | None, udp: int | None):
+        self.ns, self.tcp, self.udp = ns, tcp, udp
+        self.pid = child.proc.pid
+        self.peers: list[tuple[str, str]] = []
+        self._child = child
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        # Runs until the server's stdout closes, i.e. until it exits or is killed.
+        fd = self._child.proc.stdout.fileno()
+        buf = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fd, 4096):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for ln in lines:
+                    word, _, rest = ln.decode(errors="replace").partition(" ")
+                    if word in ("tcp", "udp"):
+                        self.peers.append((word, rest))
+
+    def wait_peers(self, n: int, timeout: float = 2.0) -> list[tuple[str, str]]:
+        """The peers once at least ``n`` were seen (or ``timeout`` passed)."""
+        end = time.monotonic() + timeout
+        while len(self.peers) < n and time.monotonic() < end:
+            time.sleep(0.01)
+        return list(self.peers)
+
+
+@contextlib.contextmanager
+def echo_server(lab, where, *, tcp: int | None = None, udp: int | None = None,
+                lifetime: float = LISTEN_LIFETIME_S):
+    """An echo server in namespace ``where`` (a name, a Client or the
+    Backend) on every address, IPv4 and IPv6: TCP on port ``tcp`` (each
+    connection gets back every byte it sends, until it closes) and/or UDP on
+    port ``udp`` (each datagram is sent back to its source). Lives for the
+    ``with`` block, at most ``lifetime`` seconds; killed by its PID on exit."""
+    if tcp is None and udp is None:
+        raise ValueError("echo_server needs a tcp and/or a udp port")
+    ns = _ns_of(lab, where)
+    args = ["echo", "--seconds", str(lifetime)]
+    args += ["--tcp", str(tcp)] if tcp is not None else []
+    args += ["--udp", str(udp)] if udp is not None else []
+    child = _Child(_in_ns(ns, *args))
+    server = None
+    try:
+        child.expect("ready", time.monotonic() + 10)
+        server = EchoServer(child, ns, tcp, udp)
+        server._reader.start()
+        yield server
+    finally:
+        child.kill()
+        if server is not None:
+            server._reader.join(timeout=5)  # stdout at EOF once it is dead
+        child.stop()
+
+
+def _check_payload(payload: bytes) -> bytes:
+    if not isinstance(payload, (bytes, bytearray)) or not 0 < len(payload) <= MAX_PAYLOAD:
+        raise ValueError(f"payload: 1..{MAX_PAYLOAD} bytes")
+    return bytes(payload)
+
+
+def _check_dst(dst: str, src: str | None) -> None:
+    for a in (dst, src) if src else (dst,):
+        if not any(ipaddress.ip_address(a) in n for n in _DOC_NETS):
+            raise ValueError(f"{a}: not a documentation address")
+
+
+def _answer(line: str, what: str) -> bytes | None:
+    """One result line of an echo child: ``reply <hex>`` is the bytes that
+    came back, ``timeout`` None; a refusal or error raises (something did
+    answer, or the call was wrong: never the same as "dropped")."""
+    word, _, rest = line.partition(" ")
+    if word == "reply":
+        return bytes.fromhex(rest)
+    if word == "timeout":
+        return None
+    if word == "refused":
+        raise ConnectionRefusedError(f"{what}: refused")
+    raise RuntimeError(f"{what}: {line or 'no answer'}")
+
+
+def echo(lab, where, dst: str, port: int, payload: bytes, *, proto: str = "tcp", src: str | None = None,
+         timeout: float = ECHO_TIMEOUT_S) -> bytes | None:
+    """Send ``payload`` from namespace ``where`` (a name, a Client or the
+    Backend) to ``dst:port`` over ``proto`` ("tcp" or "udp"), from address
+    ``src`` if given, and return what came back: for TCP, up to
+    ``len(payload)`` bytes read before ``timeout`` after the connection is
+    established (``timeout`` for that too); for UDP, the first datagram from
+    ``dst:port`` within ``timeout`` (a connected socket: a reply from any
+    other address or port does not count).
+
+    None when nothing came back in time (a SYN, the datagram or a reply
+    dropped); a TCP reply cut short returns the bytes that did arrive.
+    Raises ConnectionRefusedError on a RST or ICMP unreachable, and
+    RuntimeError on any other failure (e.g. ``src`` not an address there)."""
+    if proto not in ("tcp", "udp"):
+        raise ValueError(f"proto {proto!r}: tcp or udp")
+    _check_dst(dst, src)
+    ns = _ns_of(lab, where)
+    args = ["call", "--proto", proto, "--dst", dst, "--port", str(port), "--timeout", str(timeout),
+            "--payload", _check_payload(payload).hex()]
+    args += ["--src", src] if src else []
+    res = subprocess.run(_in_ns(ns, *args), capture_output=True, text=True, timeout=2 * timeout + 15)
+    lines = res.stdout.strip().splitlines()
+    what = f"{proto} {src or ns} -> {dst}:{port}"
+    if not lines:
+        raise RuntimeError(f"{what}: exit {res.returncode}: {res.stderr.strip()[-2000:]}")
+    return _answer(lines[-1], what)
+
+
+class EchoSession:
+    """A TCP connection kept open by a child process (``echo_session()``).
+    ``connected`` says whether it was established; ``send()`` writes a
+    payload and returns what came back, as ``echo()`` does."""
+
+    def __init__(self, child: _Child, what: str, timeout: float):
+        self._child, self.what, self.timeout = child, what, timeout
+        self.pid = child.proc.pid
+        self.connected = False
+
+    def send(self, payload: bytes, timeout: float | None = None) -> bytes | None:
+        if not self.connected:
+            raise RuntimeError(f"{self.what}: not connected")
+        t = self.timeout if timeout is None else timeout
+        self._child.tell(f"send {_check_payload(payload).hex()} {t}")
+        return _answer(self._child.readline(time.monotonic() + t + 10), self.what)
+
+
+@contextlib.contextmanager
+def echo_session(lab, where, dst: str, port: int, *, src: str | None = None, timeout: float = ECHO_TIMEOUT_S,
+                 lifetime: float = SESSION_LIFETIME_S):
+    """One TCP connection from namespace ``where`` to ``dst:port`` (from
+    ``src`` if given), open for the ``with`` block (at most ``lifetime``
+    seconds), for payloads sent at different moments on the same flow: the
+    session's ``connected`` is False if it was not established in
+    ``timeout`` (or refused). The child is killed by its PID on exit."""
+    _check_dst(dst, src)
+    ns = _ns_of(lab, where)
+    args = ["session", "--dst", dst, "--port", str(port), "--timeout", str(timeout), "--seconds", str(lifetime)]
+    args += ["--src", src] if src else []
+    child = _Child(_in_ns(ns, *args))
+    try:
+        session = EchoSession(child, f"tcp session {src or ns} -> {dst}:{port}", timeout)
+        line = child.readline(time.monotonic() + timeout + 10)
+        if line not in ("connected", "timeout", "refused"):
+            raise RuntimeError(f"{session.what}: {line}")
+        session.connected = line == "connected"
+        yield session
+    finally:
+        child.stop()
+
+
 # --- subprocess side: sniffer ----------------------------------------------------
 
 def _sniff(iface: str, nonce: str, count: int, seconds: float, settle: float) -> None:
@@ -461,6 +640,181 @@ def _listen(port: int, seconds: float) -> None:
                 print(f"accept {host}", flush=True)
 
 
+# --- subprocess side: echo ----------------------------------------------------------
+
+def _echo_serve(tcp: int | None, udp: int | None, seconds: float) -> None:
+    """Echo on [::]:tcp and [::]:udp (IPv4 too, as ::ffff:a.b.c.d) until
+    ``seconds`` pass; one select loop, every socket non-blocking."""
+    socks: list[socket.socket] = []
+
+    def dual(kind: int, port: int) -> socket.socket:
+        s = socket.socket(socket.AF_INET6, kind)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::", port))
+        s.setblocking(False)
+        socks.append(s)
+        return s
+
+    def host(peer) -> str:
+        return peer[0].removeprefix("::ffff:") if "." in peer[0] else peer[0]
+
+    lst = dual(socket.SOCK_STREAM, tcp) if tcp is not None else None
+    if lst is not None:
+        lst.listen(128)
+    dgram = dual(socket.SOCK_DGRAM, udp) if udp is not None else None
+    conns: dict[socket.socket, bytes] = {}  # connection -> bytes not yet echoed
+    print("ready", flush=True)
+    deadline = time.monotonic() + seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            readers = [s for s in (lst, dgram) if s is not None] + list(conns)
+            writers = [c for c, pending in conns.items() if pending]
+            r, w, _ = select.select(readers, writers, [], min(left, 0.2))
+            for s in r:
+                if s is lst:
+                    with contextlib.suppress(BlockingIOError):
+                        conn, peer = lst.accept()
+                        conn.setblocking(False)
+                        conns[conn] = b""
+                        print(f"tcp {host(peer)}", flush=True)
+                elif s is dgram:
+                    for _ in range(64):  # bounded per wake-up
+                        try:
+                            data, peer = dgram.recvfrom(65535)
+                        except BlockingIOError:
+                            break
+                        with contextlib.suppress(OSError):
+                            dgram.sendto(data, peer)
+                        print(f"udp {host(peer)}", flush=True)
+                elif s in conns:
+                    try:
+                        data = s.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if data:
+                        conns[s] += data
+                    else:
+                        del conns[s]
+                        s.close()
+            for c in w:
+                if c in conns:
+                    try:
+                        n = c.send(conns[c])
+                        conns[c] = conns[c][n:]
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        del conns[c]
+                        c.close()
+    finally:
+        for s in socks + list(conns):
+            s.close()
+
+
+def _recv_exactly(s: socket.socket, n: int, deadline: float) -> bytes:
+    """Up to ``n`` bytes from a TCP socket, stopping at EOF or the deadline."""
+    got = b""
+    while len(got) < n and (left := deadline - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            chunk = s.recv(n - len(got))
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _tcp_open(dst: str, port: int, src: str | None, timeout: float) -> tuple[socket.socket | None, str]:
+    """A connected TCP socket, or None and the result word."""
+    s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if src:
+            s.bind((src, 0))
+        s.connect((dst, port))
+    except TimeoutError:
+        s.close()
+        return None, "timeout"
+    except ConnectionRefusedError:
+        s.close()
+        return None, "refused"
+    except OSError as e:
+        s.close()
+        return None, f"error {e.strerror or e}"
+    return s, "connected"
+
+
+def _exchange(s: socket.socket, payload: bytes, timeout: float) -> str:
+    """Send on a connected TCP socket, read the echo: the result line."""
+    try:
+        s.settimeout(timeout)
+        s.sendall(payload)
+        got = _recv_exactly(s, len(payload), time.monotonic() + timeout)
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "timeout"
+    except OSError as e:
+        return f"error {e.strerror or e}"
+    return f"reply {got.hex()}" if got else "timeout"
+
+
+def _call(proto: str, dst: str, port: int, src: str | None, payload: bytes, timeout: float) -> int:
+    if proto == "tcp":
+        s, word = _tcp_open(dst, port, src, timeout)
+        if s is None:
+            print(word, flush=True)
+            return 1
+        with s:
+            line = _exchange(s, payload, timeout)
+    else:
+        with socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            try:
+                if src:
+                    s.bind((src, 0))
+                s.connect((dst, port))  # replies from anywhere else are not ours
+                s.send(payload)
+                line = f"reply {s.recv(65535).hex()}"
+            except TimeoutError:
+                line = "timeout"
+            except ConnectionRefusedError:
+                line = "refused"
+            except OSError as e:
+                line = f"error {e.strerror or e}"
+    print(line, flush=True)
+    return 0 if line.startswith("reply") else 1
+
+
+def _session(dst: str, port: int, src: str | None, timeout: float, seconds: float) -> int:
+    """Connect, then for each ``send <hex> <timeout>`` line on stdin send and
+    print the result line; stop at EOF or after ``seconds``."""
+    s, word = _tcp_open(dst, port, src, timeout)
+    print(word, flush=True)
+    if s is None:
+        return 1
+    deadline = time.monotonic() + seconds
+    with s:
+        while (left := deadline - time.monotonic()) > 0:
+            r, _, _ = select.select([sys.stdin], [], [], min(left, 0.5))
+            if not r:
+                continue
+            line = sys.stdin.readline()
+            if not line:
+                break
+            cmd, data, t = (line.split() + ["", "", ""])[:3]
+            if cmd != "send":
+                print(f"error unknown command {cmd!r}", flush=True)
+                continue
+            print(_exchange(s, bytes.fromhex(data), min(float(t or timeout), left)), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hepbpf.vm.probe",
                                 description="the in-namespace halves of hepbpf.vm.probe (not for direct use)")
@@ -484,8 +838,31 @@ def main(argv: list[str] | None = None) -> int:
     ln = sub.add_parser("listen")
     ln.add_argument("--port", type=int, required=True)
     ln.add_argument("--seconds", type=float, default=LISTEN_LIFETIME_S)
+    e = sub.add_parser("echo")
+    e.add_argument("--tcp", type=int)
+    e.add_argument("--udp", type=int)
+    e.add_argument("--seconds", type=float, default=LISTEN_LIFETIME_S)
+    k = sub.add_parser("call")
+    k.add_argument("--proto", choices=("tcp", "udp"), required=True)
+    k.add_argument("--dst", required=True)
+    k.add_argument("--port", type=int, required=True)
+    k.add_argument("--src")
+    k.add_argument("--payload", required=True, help="hex")
+    k.add_argument("--timeout", type=float, default=ECHO_TIMEOUT_S)
+    ss = sub.add_parser("session")
+    ss.add_argument("--dst", required=True)
+    ss.add_argument("--port", type=int, required=True)
+    ss.add_argument("--src")
+    ss.add_argument("--timeout", type=float, default=ECHO_TIMEOUT_S)
+    ss.add_argument("--seconds", type=float, default=SESSION_LIFETIME_S)
     a = p.parse_args(argv)
-    if a.cmd == "sniff":
+    if a.cmd == "echo":
+        _echo_serve(a.tcp, a.udp, min(a.seconds, 3600.0))
+    elif a.cmd == "call":
+        return _call(a.proto, a.dst, a.port, a.src, bytes.fromhex(a.payload), min(a.timeout, 60.0))
+    elif a.cmd == "session":
+        return _session(a.dst, a.port, a.src, min(a.timeout, 60.0), min(a.seconds, 3600.0))
+    elif a.cmd == "sniff":
         _sniff(a.iface, a.nonce, a.count, min(a.seconds, 120.0), a.settle)
     elif a.cmd == "send":
         _send(a.iface, a.src_mac, a.dst_mac, a.specs)

@@ -67,7 +67,7 @@ static __always_inline int hep_ct_le(const union hep_addr *a, __u16 pa,
 
 /* Fill k from one direction of a flow. Returns: 1 if the source is
  * endpoint a of the key. */
-static __always_inline int hep_ct_key(struct hep_ct_key *k, __u8 family, __u8 proto,
+static __always_inline int hep_ct_key(struct hep_ct_key *k, __u8 family, __u8 proto, __u8 code,
 				      const union hep_addr *src, __u16 sport,
 				      const union hep_addr *dst, __u16 dport)
 {
@@ -77,6 +77,7 @@ static __always_inline int hep_ct_key(struct hep_ct_key *k, __u8 family, __u8 pr
 
 	k->family = family;
 	k->proto = proto;
+	k->icmp_code = code;
 	k->pad = 0;
 	k->port_a = src_first ? sport : dport;
 	k->port_b = src_first ? dport : sport;
@@ -93,10 +94,13 @@ static __always_inline int hep_ct_key(struct hep_ct_key *k, __u8 family, __u8 pr
 static __always_inline int hep_ct_flow_key(const struct hep_flow *f, struct hep_ct_key *k)
 {
 	__u16 sp = f->sport, dp = f->dport;
+	__u8 code = 0;
 
-	if (f->ct == HEP_CT_ECHO_REQUEST || f->ct == HEP_CT_ECHO_REPLY)
+	if (f->ct == HEP_CT_ECHO_REQUEST || f->ct == HEP_CT_ECHO_REPLY) {
 		sp = dp = f->echo_id;
-	return hep_ct_key(k, f->family, f->proto, &f->saddr, sp, &f->daddr, dp);
+		code = f->dport & 0xff;
+	}
+	return hep_ct_key(k, f->family, f->proto, code, &f->saddr, sp, &f->daddr, dp);
 }
 
 static __always_inline __u64 hep_ct_timeout_ns(__u8 state)
@@ -118,11 +122,18 @@ static __always_inline struct hep_ct_val *hep_ct_find(const struct hep_ct_key *k
 }
 
 /* Move a flow on by one of its packets. Returns: 1 if the packet belongs
- * to it, 0 if it starts a new flow instead (the old entry is gone). */
+ * to it, 0 if it starts a new flow instead (the old entry is gone), -1 if
+ * it does not belong (an echo request from the replier's side, or a reply
+ * from the requester's: Linux keys echo flows by direction too). */
 static __always_inline int hep_ct_advance(struct hep_ct_val *ct, const struct hep_ct_key *k,
 					  const struct hep_flow *f, int from_a, __u64 now)
 {
 	__u8 flags = f->tcp_flags;
+
+	if (f->ct == HEP_CT_ECHO_REQUEST && from_a != ct->opener_a)
+		return -1;
+	if (f->ct == HEP_CT_ECHO_REPLY && from_a == ct->opener_a)
+		return -1;
 
 	if (f->proto == IPPROTO_TCP) {
 		if (flags & HEP_TCP_RST)
@@ -168,8 +179,8 @@ __noinline int hep_ct_established(const struct hep_flow *f)
 	if (f->ct == HEP_CT_NONE)
 		return 0;
 	if (f->ct == HEP_CT_ERROR) {
-		hep_ct_key(&k, f->family, f->inner.proto, &f->inner.saddr, f->inner.sport,
-			   &f->inner.daddr, f->inner.dport);
+		hep_ct_key(&k, f->family, f->inner.proto, f->inner.icmp_code, &f->inner.saddr,
+			   f->inner.sport, &f->inner.daddr, f->inner.dport);
 		if (!hep_ct_find(&k, now))
 			return 0;
 		hep_ct_count(HEP_CTEV_RELATED);
@@ -177,7 +188,7 @@ __noinline int hep_ct_established(const struct hep_flow *f)
 	}
 	from_a = hep_ct_flow_key(f, &k);
 	ct = hep_ct_find(&k, now);
-	return ct ? hep_ct_advance(ct, &k, f, from_a, now) : 0;
+	return ct ? hep_ct_advance(ct, &k, f, from_a, now) > 0 : 0;
 }
 
 static __always_inline __u8 hep_ct_first_state(const struct hep_flow *f)
@@ -215,8 +226,8 @@ __noinline int hep_ct_track(const struct hep_flow *f, __u8 chain)
 		return 0;
 	from_a = hep_ct_flow_key(f, &k);
 	ct = hep_ct_find(&k, now);
-	if (ct && hep_ct_advance(ct, &k, f, from_a, now))
-		return 0;
+	if (ct && hep_ct_advance(ct, &k, f, from_a, now) != 0)
+		return 0;	/* moved on, or another flow's: keep it */
 	if (f->proto == IPPROTO_TCP && (f->tcp_flags & HEP_TCP_RST))
 		return 0;
 	val.created_ns = now;

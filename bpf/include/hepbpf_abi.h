@@ -153,7 +153,7 @@ union hep_addr {
  * direction. */
 struct hep_inner {
 	__u8 proto;
-	__u8 pad;
+	__u8 icmp_code;			/* a quoted echo request: its code */
 	__u16 sport;			/* host order; echo: the id */
 	__u16 dport;			/* host order; echo: the id */
 	__u16 pad2;
@@ -192,7 +192,8 @@ struct hep_flow {
 struct hep_ct_key {
 	__u8 family;
 	__u8 proto;
-	__u16 pad;
+	__u8 icmp_code;			/* ICMP echo: the code (Linux tracks it too) */
+	__u8 pad;
 	__u16 port_a;			/* host order; ICMP echo: the id */
 	__u16 port_b;
 	__u8 addr_a[16];

@@ -112,6 +112,7 @@ static __always_inline int hep_parse_quote(struct hep_cursor *c, struct hep_flow
 		/* An error about an echo request of ours quotes it. */
 		if (hep_icmp_kind(f->family, l4[0]) != HEP_CT_ECHO_REQUEST)
 			return 0;
+		in->icmp_code = l4[1];
 		in->sport = in->dport = (__u16)l4[4] << 8 | l4[5];
 		return 1;
 	default:

@@ -232,3 +232,15 @@ def test_a_full_table_evicts_and_counts():
         live = len(conntrack.entries(d.ct_map()))
     assert stats["created"] == n and live <= size
     assert stats["created"] - stats["closed"] - stats["expired"] - live >= n - size
+
+
+def test_echo_flows_are_keyed_by_code_and_direction(dp):
+    """As in Linux: an echo flow is (addresses, id, code), requests go one
+    way and replies the other."""
+    req = (OUT, frame(IP(src=NODE4, dst=PEER4) / ICMP(type=8, code=0, id=5)))
+    other_code = (IN, frame(IP(src=PEER4, dst=NODE4) / ICMP(type=0, code=1, id=5)))
+    wrong_way = (OUT, frame(IP(src=NODE4, dst=PEER4) / ICMP(type=0, code=0, id=5)))
+    peer_request = (IN, frame(IP(src=PEER4, dst=NODE4) / ICMP(type=8, code=0, id=5)))
+    reply = (IN, frame(IP(src=PEER4, dst=NODE4) / ICMP(type=0, code=0, id=5)))
+    assert verdicts(dp, [req, other_code, wrong_way, peer_request, reply]) == \
+        ["rule-allow", "end-of-tier", "end-of-tier", "end-of-tier", "conntrack"]

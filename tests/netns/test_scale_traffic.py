@@ -14,7 +14,7 @@ def test_ten_thousand_rules_attach_and_enforce(lab, tmp_path):
     pol = tmp_path / "big.yaml"
     pol.write_text(big_policy())
     out = hepbpf(lab, "attach", "eth1", str(pol), "--node", "n1")
-    assert "10012 slots" in out.stdout
+    assert "10030 slots" in out.stdout
     specs = [PacketSpec("tcp", "198.51.100.1", "192.0.2.1", dport=20000),     # rule 0: deny
              PacketSpec("tcp", "198.51.100.250", "192.0.2.1", dport=20039),   # rule 9999: deny
              PacketSpec("tcp", "198.51.100.251", "192.0.2.1", dport=20039),   # final allow
