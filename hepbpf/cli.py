@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import socket
 import sys
 import time
@@ -182,6 +183,37 @@ def _positive(text: str) -> int:
     return n
 
 
+def cmd_sync(args) -> int:
+    from hepbpf.loader.attach import AttachError, sync_addresses
+
+    _need_root()
+
+    def once() -> None:
+        try:
+            n, added, removed = sync_addresses(args.iface)
+        except AttachError as e:
+            raise CliError(str(e)) from None
+        print(f"{args.iface}: {n} host addresses and ranges ({added} added, {removed} removed)", flush=True)
+
+    once()
+    if args.follow is None:
+        return EXIT_OK
+    from pyroute2 import IPRoute
+
+    # Re-sync on every address change the kernel announces, until told to
+    # stop (Ctrl-C) or --follow's time is up.
+    deadline = None if args.follow == 0 else time.monotonic() + args.follow
+    with IPRoute() as ipr:
+        ipr.bind()
+        while deadline is None or time.monotonic() < deadline:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([ipr], [], [], wait)[0]:
+                continue
+            if any(m["event"] in ("RTM_NEWADDR", "RTM_DELADDR") for m in ipr.get()):
+                once()
+    return EXIT_OK
+
+
 def cmd_detach(args) -> int:
     from hepbpf.loader.attach import detach
 
@@ -242,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--conntrack-size", type=_positive, default=65536, metavar="N",
                    help="flows the conntrack table holds; when full, the least recently used go")
     a.set_defaults(func=cmd_attach)
+
+    y = sub.add_parser("sync", help="reload the host's addresses (ingress tells forwarded packets by them)")
+    y.add_argument("iface")
+    y.add_argument("--follow", nargs="?", type=float, const=0, metavar="SECONDS",
+                   help="keep them current: re-sync on every address change (for SECONDS, or until Ctrl-C)")
+    y.set_defaults(func=cmd_sync)
 
     d = sub.add_parser("detach", help="remove hepbpf from an interface")
     d.add_argument("iface")

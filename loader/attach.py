@@ -41,7 +41,8 @@ from hepbpf.compiler.reasons import REASON_NAMES
 from . import conntrack, libbpf, tc
 from .datapath import load_image, read_stats
 from .encode import CT_DEFAULT_SIZE
-from .mapnames import ALL_MAPS, CT, CT_STATS, REASON_STATS, RULE_STATS, XDP_PROGRAM
+from .encode import local_key
+from .mapnames import ALL_MAPS, CT, CT_STATS, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS, XDP_PROGRAM
 from .netdev import local_nets
 
 STATE_ROOT = Path("/run/hepbpf")
@@ -331,6 +332,34 @@ def detach(iface: str) -> bool:
         state_path(iface).unlink()
         removed = True
     return removed
+
+
+def sync_addresses(iface: str) -> tuple[int, int, int]:
+    """Make the attached program's host-address maps match the addresses
+    the namespace has now (XDP tells forwarded packets by them). Returns
+    (addresses, added, removed). Each map entry changes on its own: a
+    packet meets the old or the new answer for its destination."""
+    ifindex = socket.if_nametoindex(iface)
+    current = _query(ifindex)
+    if not (current["prog_id"] and _ours(current["prog_id"])):
+        raise AttachError(f"{iface}: hepbpf is not attached")
+    maps = _maps_of(current["prog_id"], (LOCAL4, LOCAL6))
+    nets = local_nets()
+    added = removed = 0
+    try:
+        for name, version in ((LOCAL4, 4), (LOCAL6, 6)):
+            m = maps[name]
+            want = {local_key(n) for n in nets if n.version == version}
+            have = set(m.keys())
+            for k in want - have:
+                m.update(k, b"\x01")
+                added += 1
+            for k in have - want:
+                removed += m.delete(k)
+    finally:
+        for m in maps.values():
+            m.close()
+    return len(nets), added, removed
 
 
 def _ifaces_with_state() -> list[str]:

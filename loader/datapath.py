@@ -20,7 +20,7 @@ from hepbpf.compiler.packet import Packet
 from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import abi, conntrack
-from .encode import CT_DEFAULT_SIZE, EncodedImage, encode
+from .encode import CT_DEFAULT_SIZE, EncodedImage, encode, local_key
 from .frames import frame
 from .libbpf import BpfObject
 from .mapnames import CLASS, CT, LOCAL4, LOCAL6, POLICY_MAPS, TC_PROGRAM, TRACE, XDP_OBJECT, XDP_PROGRAM
@@ -93,7 +93,7 @@ class Datapath:
         """Make ``addr`` one of the host's addresses, or not (ingress packets
         to it are then forwarded). Needs an object loaded with local_nets."""
         m = self.obj.map(LOCAL4 if addr.version == 4 else LOCAL6)
-        key = _local_key(ipaddress.ip_network(addr))
+        key = local_key(ipaddress.ip_network(addr))
         if local:
             m.update(key, b"\x01")
         else:
@@ -132,14 +132,6 @@ class Datapath:
             s = self._slots[(chain, kv.slot)]
             out.update(stage=s.stage, tier=s.tier, policy=s.policy, rule=s.rule)
         return out
-
-
-def _local_key(net) -> bytes:
-    if net.version == 4:
-        return abi.pack("struct hep_local4_key", {
-            "prefixlen": net.prefixlen, "addr": int.from_bytes(net.network_address.packed, sys.byteorder)})
-    return abi.pack("struct hep_local6_key", {"prefixlen": net.prefixlen,
-                                              "addr": list(net.network_address.packed)})
 
 
 def object_path() -> str:

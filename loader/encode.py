@@ -50,6 +50,14 @@ CT_DEFAULT_SIZE = 65536
 LOCAL_ROOM = 256
 
 
+def local_key(net) -> bytes:
+    """The hep_local{4,6}_v1 key of one of the host's networks."""
+    if net.version == 4:
+        addr = int.from_bytes(net.network_address.packed, sys.byteorder)  # __be32, as packed
+        return abi.pack("struct hep_local4_key", {"prefixlen": net.prefixlen, "addr": addr})
+    return abi.pack("struct hep_local6_key", {"prefixlen": net.prefixlen, "addr": list(net.network_address.packed)})
+
+
 def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = None,
            ct_size: int = CT_DEFAULT_SIZE, ct_timeouts: dict[str, int] | None = None) -> EncodedImage:
     """``local_nets``: the host's addresses (and broadcast/multicast
@@ -65,13 +73,7 @@ def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = Non
         k: [] for k in (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)}
 
     for net in local_nets or ():
-        if net.version == 4:
-            addr = int.from_bytes(net.network_address.packed, sys.byteorder)
-            entries[LOCAL4].append((abi.pack("struct hep_local4_key", {"prefixlen": net.prefixlen, "addr": addr}),
-                                    b"\x01"))
-        else:
-            key = {"prefixlen": net.prefixlen, "addr": list(net.network_address.packed)}
-            entries[LOCAL6].append((abi.pack("struct hep_local6_key", key), b"\x01"))
+        entries[LOCAL4 if net.version == 4 else LOCAL6].append((local_key(net), b"\x01"))
 
     for e in img.addr:
         key = {"prefixlen": lpm_prefixlen(e.net), "chain": e.chain, "side": e.side}
