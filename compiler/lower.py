@@ -175,7 +175,7 @@ def _slots(chain: int, view: ChainView) -> list[_Slot]:
             to_forward.append((s, 0))
     # Only worth a slot when there are untracked tiers to skip.
     untracked = any(tv.stage == "untracked" for tv in view.tiers)
-    reverse = [add(_reverse_failsafe_match(fs, view.direction), "Pass", "failsafe", stage="failsafe")
+    reverse = [add(_failsafe_match(fs, view.direction, reply=True), "Pass", "failsafe", stage="failsafe")
                for fs in (view.reverse_failsafes if untracked else ())]
     hops = _tier_slots(view, "untracked", add, out)
     ct = add(CATCH_ALL, "Conntrack", "conntrack", stage="conntrack")
@@ -232,24 +232,16 @@ def _tier_slots(view: ChainView, stage: str, add, out: list[_Slot]) -> int:
     return with_pass
 
 
-def _failsafe_match(fs, direction: str) -> Match:
+def _failsafe_match(fs, direction: str, reply: bool = False) -> Match:
+    """Protocol, destination port (``reply``: source port, for the other
+    direction's entries), and the net on the remote end (the source on
+    ingress, the destination on egress)."""
     fams = frozenset({fs.net.version}) if fs.net is not None else frozenset({4, 6})
     nets = SideMatch(pos=((fs.net,),)) if fs.net is not None else SideMatch()
-    port = ((fs.port, fs.port),)
+    port = {"sports" if reply else "dports": ((fs.port, fs.port),)}
     if direction == INGRESS:
-        return Match(fams, nets, SideMatch(), protocol=fs.proto_number, dports=port)
-    return Match(fams, SideMatch(), nets, protocol=fs.proto_number, dports=port)
-
-
-def _reverse_failsafe_match(fs, direction: str) -> Match:
-    """The other direction's entry on its replies: source port, and the net
-    on the remote end (the source on ingress, the destination on egress)."""
-    fams = frozenset({fs.net.version}) if fs.net is not None else frozenset({4, 6})
-    nets = SideMatch(pos=((fs.net,),)) if fs.net is not None else SideMatch()
-    port = ((fs.port, fs.port),)
-    if direction == INGRESS:
-        return Match(fams, nets, SideMatch(), protocol=fs.proto_number, sports=port)
-    return Match(fams, SideMatch(), nets, protocol=fs.proto_number, sports=port)
+        return Match(fams, nets, SideMatch(), protocol=fs.proto_number, **port)
+    return Match(fams, SideMatch(), nets, protocol=fs.proto_number, **port)
 
 
 def _ranges(ports) -> tuple[tuple[int, int], ...] | None:

@@ -72,7 +72,7 @@ def evaluate(view: ChainView, pkt: Packet, *, forwarded: bool = False, known_flo
                     return Verdict("allow", "failsafe", stage="failsafe", rule=i, tracked=True)
                 skip_untracked = skip_prednat = True
                 break
-        if any(reverse_failsafe_matches(fs, pkt, view.direction) for fs in view.reverse_failsafes):
+        if any(failsafe_matches(fs, pkt, view.direction, reply=True) for fs in view.reverse_failsafes):
             skip_untracked = True
         if not skip_untracked:
             v = _stage(view, pkt, "untracked", logged)
@@ -136,22 +136,13 @@ def _tier(view: ChainView, pkt: Packet, tv: TierView, logged: list):
     return None
 
 
-def failsafe_matches(fs: Failsafe, pkt: Packet, direction: str = INGRESS) -> bool:
-    """Protocol and destination port; if a net is set, the source (inbound)
-    or the destination (outbound) must be in it (STATIC failsafeInChain)."""
-    if pkt.proto != fs.proto_number or pkt.dport != fs.port:
-        return False
-    if fs.net is None:
-        return True
-    peer = pkt.src if direction == INGRESS else pkt.dst
-    return fs.net.version == pkt.family and peer in fs.net
-
-
-def reverse_failsafe_matches(fs: Failsafe, pkt: Packet, direction: str = INGRESS) -> bool:
-    """The other direction's entry seen from its replies: the source port is
-    the failsafe port and, if a net is set, the remote end (the source on
-    ingress, the destination on egress) is in it."""
-    if pkt.proto != fs.proto_number or pkt.sport != fs.port:
+def failsafe_matches(fs: Failsafe, pkt: Packet, direction: str = INGRESS, *, reply: bool = False) -> bool:
+    """Protocol and destination port; if a net is set, the remote end (the
+    source inbound, the destination outbound) must be in it (STATIC
+    failsafeInChain). ``reply``: the other direction's entry seen on its
+    replies, by source port (the raw-table failsafe chains)."""
+    port = pkt.sport if reply else pkt.dport
+    if pkt.proto != fs.proto_number or port != fs.port:
         return False
     if fs.net is None:
         return True
