@@ -116,19 +116,22 @@ def slab(bpffs):
             hepbpf(lab, "detach", "eth1", check=False)
 
 
-@pytest.fixture(params=["native", "generic"])
+# Native XDP with a tcx egress link, generic XDP with a clsact egress filter:
+# both XDP modes and both egress mechanisms carry every scenario.
+@pytest.fixture(params=[("native", "tcx"), ("generic", "clsact")], ids=lambda p: f"{p[0]}-{p[1]}")
 def attach(slab, request, tmp_path):
     """``attach(*policies)``: the HEP plus these documents, attached (the
-    first time) or atomically replaced (later) in this test's mode; detached
-    when the test ends, whatever happened."""
-    mode = request.param
+    first time) or atomically replaced (later) in this test's modes;
+    detached when the test ends, whatever happened."""
+    mode, egress = request.param
     n = itertools.count()
 
     def attach_(*docs: str) -> None:
         path = tmp_path / f"policy{next(n)}.yaml"
         path.write_text(HEP + "".join(docs))
-        hepbpf(slab, "attach", "eth1", str(path), "--node", NODE, "--mode", mode)
-        assert status(slab)["mode"] == mode
+        hepbpf(slab, "attach", "eth1", str(path), "--node", NODE, "--mode", mode, "--egress", egress)
+        st = status(slab)
+        assert st["mode"] == mode and st["tc_mechanism"] == egress
 
     hepbpf(slab, "detach", "eth1", check=False)
     try:
