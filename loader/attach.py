@@ -331,6 +331,9 @@ def detach(iface: str) -> bool:
     with contextlib.suppress(FileNotFoundError):
         state_path(iface).unlink()
         removed = True
+    # Leave no empty per-namespace state directory behind.
+    with contextlib.suppress(OSError):
+        state_path(iface).parent.rmdir()
     return removed
 
 
