@@ -271,33 +271,47 @@ def tcp_connect(lab, client, dst: str, dport: int, src: str | None = None, timeo
     return res.returncode == 0 and res.stdout.strip() == "connected"
 
 
-class Listener:
-    """A running ``listen()``: ``peers`` lists, in order, the source address
-    of every connection accepted so far (IPv4 peers as plain dotted quads)."""
+class _PeerLog:
+    """The peers a probe child reports on its stdout, one line each, read by
+    a thread until the child exits or is killed; ``_peer`` turns a line into
+    a peer (or None for other lines)."""
 
-    def __init__(self, child: _Child, port: int):
-        self.port = port
+    def __init__(self, child: _Child):
         self.pid = child.proc.pid
-        self.peers: list[str] = []
+        self.peers: list = []
         self._child = child
         self._reader = threading.Thread(target=self._read, daemon=True)
 
+    def _peer(self, line: bytes):
+        raise NotImplementedError
+
     def _read(self) -> None:
-        # Runs until the listener's stdout closes, i.e. until it exits or is killed.
         fd = self._child.proc.stdout.fileno()
         buf = b""
         with contextlib.suppress(OSError):
             while chunk := os.read(fd, 4096):
                 buf += chunk
                 *lines, buf = buf.split(b"\n")
-                self.peers += [ln.decode().split(" ", 1)[1] for ln in lines if ln.startswith(b"accept ")]
+                self.peers += [p for p in map(self._peer, lines) if p is not None]
 
-    def wait_peers(self, n: int, timeout: float = 2.0) -> list[str]:
-        """The peers once at least ``n`` were accepted (or ``timeout`` passed)."""
+    def wait_peers(self, n: int, timeout: float = 2.0) -> list:
+        """The peers once at least ``n`` were seen (or ``timeout`` passed)."""
         end = time.monotonic() + timeout
         while len(self.peers) < n and time.monotonic() < end:
             time.sleep(0.01)
         return list(self.peers)
+
+
+class Listener(_PeerLog):
+    """A running ``listen()``: ``peers`` lists, in order, the source address
+    of every connection accepted so far (IPv4 peers as plain dotted quads)."""
+
+    def __init__(self, child: _Child, port: int):
+        super().__init__(child)
+        self.port = port
+
+    def _peer(self, line: bytes) -> str | None:
+        return line.decode().split(" ", 1)[1] if line.startswith(b"accept ") else None
 
 
 @contextlib.contextmanager
@@ -332,38 +346,19 @@ def _ns_of(lab, where) -> str:
     return ns
 
 
-class EchoServer:
+class EchoServer(_PeerLog):
     """A running ``echo_server()``: ``peers`` lists, in order, ``(proto,
     address)`` for every TCP connection accepted and every UDP datagram
     echoed so far (IPv4 peers as plain dotted quads): the source address the
     server saw, e.g. the client's own behind a DNAT without SNAT."""
 
     def __init__(self, child: _Child, ns: str, tcp: int | None, udp: int | None):
+        super().__init__(child)
         self.ns, self.tcp, self.udp = ns, tcp, udp
-        self.pid = child.proc.pid
-        self.peers: list[tuple[str, str]] = []
-        self._child = child
-        self._reader = threading.Thread(target=self._read, daemon=True)
 
-    def _read(self) -> None:
-        # Runs until the server's stdout closes, i.e. until it exits or is killed.
-        fd = self._child.proc.stdout.fileno()
-        buf = b""
-        with contextlib.suppress(OSError):
-            while chunk := os.read(fd, 4096):
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for ln in lines:
-                    word, _, rest = ln.decode(errors="replace").partition(" ")
-                    if word in ("tcp", "udp"):
-                        self.peers.append((word, rest))
-
-    def wait_peers(self, n: int, timeout: float = 2.0) -> list[tuple[str, str]]:
-        """The peers once at least ``n`` were seen (or ``timeout`` passed)."""
-        end = time.monotonic() + timeout
-        while len(self.peers) < n and time.monotonic() < end:
-            time.sleep(0.01)
-        return list(self.peers)
+    def _peer(self, line: bytes) -> tuple[str, str] | None:
+        word, _, rest = line.decode(errors="replace").partition(" ")
+        return (word, rest) if word in ("tcp", "udp") else None
 
 
 @contextlib.contextmanager
