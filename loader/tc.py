@@ -226,19 +226,24 @@ def _tcx_attach(ifindex: int, prog_fd: int, pin_dir: Path, notes: list[str]) -> 
                         notes=tuple(notes))
 
 
-def _defunct_link_pin(pin: Path) -> bool:
-    """Whether ``pin`` holds a tcx link that is no longer attached anywhere."""
+def _pinned_link(pin: Path) -> tuple[bool, dict | None]:
+    """(whether ``pin`` holds a bpffs object, its link info if it is a link)."""
     try:
         fd = libbpf.obj_get(pin)
     except BpfError:
-        return False
+        return False, None
     try:
-        info = libbpf.link_info(fd)
+        return True, libbpf.link_info(fd)
     except BpfError:  # not a link
-        return False
+        return True, None
     finally:
         os.close(fd)
-    return info["type"] == libbpf.BpfLinkType.TCX and not info["ifindex"]
+
+
+def _defunct_link_pin(pin: Path) -> bool:
+    """Whether ``pin`` holds a tcx link that is no longer attached anywhere."""
+    _, info = _pinned_link(pin)
+    return info is not None and info["type"] == libbpf.BpfLinkType.TCX and not info["ifindex"]
 
 
 def _clsact_attach(ifindex: int, prog_fd: int, notes: list[str]) -> TcAttachment:
@@ -367,17 +372,12 @@ def _remove_link_pin(pin: Path, detached: set[int], notes: list[str]) -> bool:
     a live link elsewhere (a wrong pin_dir) keeps its pin."""
     if not os.path.lexists(pin):
         return False
-    try:
-        fd = libbpf.obj_get(pin)
-    except BpfError:
+    pinned, info = _pinned_link(pin)
+    if not pinned:
         return False
-    try:
-        info = libbpf.link_info(fd)
-    except BpfError:
+    if info is None:
         notes.append(f"note: {pin} is not a link; left in place")
         return False
-    finally:
-        os.close(fd)
     if info["id"] not in detached and info["ifindex"]:
         notes.append(f"note: {pin} pins link {info['id']} attached to ifindex {info['ifindex']}; left in place")
         return False
