@@ -15,16 +15,7 @@ import socket
 import sys
 import time
 
-from hepbpf.compiler import (
-    EGRESS,
-    INGRESS,
-    PolicyError,
-    SpecError,
-    compile_policy,
-    evaluate,
-    parse_spec,
-    resolve,
-)
+from hepbpf.compiler import PolicyError, SpecError, compile_policy, evaluate, parse_spec
 from hepbpf.compiler.dump import dump_view
 from hepbpf.compiler.mapimage import CHAIN_EGRESS, CHAIN_INGRESS, dump as dump_maps
 

@@ -39,11 +39,11 @@ from hepbpf.compiler.mapimage import CHAIN_INGRESS, CHAIN_NAMES
 from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import conntrack, libbpf, tc
-from .datapath import load_image, read_stats
-from .encode import CT_DEFAULT_SIZE
-from .encode import local_key
+from .datapath import load_image
+from .encode import CT_DEFAULT_SIZE, local_key
 from .mapnames import ALL_MAPS, CT, CT_STATS, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS, XDP_PROGRAM
 from .netdev import local_nets
+from .percpu import read_stats
 
 STATE_ROOT = Path("/run/hepbpf")
 SHARED_BPFFS = Path("/run/hepbpf/bpffs")

@@ -8,6 +8,7 @@ struct hep_ct_key: both endpoints, lower (address, port) first.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 import time
 from dataclasses import dataclass
@@ -103,8 +104,6 @@ class Entry:
 
 
 def entries(ct_map) -> list[Entry]:
-    import ipaddress
-
     out = []
     t = now_ns()
     for raw_key, raw_val in ct_map.items():

@@ -15,7 +15,7 @@ import struct
 import sys
 from dataclasses import dataclass
 
-from hepbpf.compiler.mapimage import CHAIN_EGRESS, CHAIN_INGRESS, MapImage
+from hepbpf.compiler.mapimage import CHAIN_INGRESS, MapImage
 from hepbpf.compiler.packet import Packet
 from hepbpf.compiler.reasons import REASON_NAMES
 
@@ -24,7 +24,7 @@ from .encode import CT_DEFAULT_SIZE, EncodedImage, encode, local_key
 from .frames import frame
 from .libbpf import BpfObject
 from .mapnames import CLASS, CT, LOCAL4, LOCAL6, POLICY_MAPS, TC_PROGRAM, TRACE, XDP_OBJECT, XDP_PROGRAM
-from .percpu import per_cpu, read_stats  # noqa: F401  (read_stats: re-exported)
+from .percpu import per_cpu
 
 XDP_DROP, XDP_PASS = 1, 2
 TC_ACT_UNSPEC, TC_ACT_SHOT = 0xFFFFFFFF, 2  # test_run reports the return value as a __u32
