@@ -12,6 +12,7 @@
 #include "parse.bpf.h"
 #include "policy.bpf.h"
 #include "stats.bpf.h"
+#include "events.bpf.h"
 
 SEC("xdp")
 int hep_xdp_ingress(struct xdp_md *ctx)
@@ -25,13 +26,20 @@ int hep_xdp_ingress(struct xdp_md *ctx)
 		.verdict = HEP_VERDICT_DENY,
 	};
 
-	v.reason = hep_parse(data, data_end, data_end - data, &flow);
-	if (v.reason == HEP_REASON_NONE)
-		hep_policy(&flow, HEP_CHAIN_INGRESS, -1, &v);
+	__u32 len = data_end - data;
+
+	int judged;
+
+	v.reason = hep_parse(data, data_end, len, &flow);
+	judged = v.reason == HEP_REASON_NONE;
+	if (judged)
+		hep_policy(&flow, HEP_CHAIN_INGRESS, -1, len, &v);
 	else if (v.reason == HEP_REASON_NOT_IP)
 		v.verdict = HEP_VERDICT_ALLOW;
-	hep_account(&v, data_end - data);
-	return v.verdict == HEP_VERDICT_ALLOW ? XDP_PASS : XDP_DROP;
+	hep_account(&v, len);
+	if (!hep_events(ctx, 1, &v, &flow, judged, len, ctx->ingress_ifindex, ctx->ingress_ifindex))
+		return XDP_PASS;
+	return XDP_DROP;
 }
 
 /* Bytes made linear before parsing: Ethernet, IP with options or a few
@@ -54,17 +62,23 @@ int hep_tc_egress(struct __sk_buff *skb)
 		bpf_skb_pull_data(skb, skb->len < HEP_PULL_LEN ? skb->len : HEP_PULL_LEN);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
+	int judged;
+
 	v.reason = hep_parse(data, data_end, skb->len, &flow);
+	judged = v.reason == HEP_REASON_NONE;
 	/* A packet that came in on some interface is being forwarded;
 	 * the host's own have no ingress interface. */
-	if (v.reason == HEP_REASON_NONE)
-		hep_policy(&flow, HEP_CHAIN_EGRESS, skb->ingress_ifindex != 0, &v);
+	if (judged)
+		hep_policy(&flow, HEP_CHAIN_EGRESS, skb->ingress_ifindex != 0, skb->len, &v);
 	else if (v.reason == HEP_REASON_NOT_IP)
 		v.verdict = HEP_VERDICT_ALLOW;
 	hep_account(&v, skb->len);
-	/* Allowed: let whatever tc program or filter comes after ours run
-	 * (TCX_NEXT); the kernel passes the packet if nothing else decides. */
-	return v.verdict == HEP_VERDICT_ALLOW ? TC_ACT_UNSPEC : TC_ACT_SHOT;
+	/* Allowed (or audited): let whatever tc program or filter comes after
+	 * ours run (TCX_NEXT); the kernel passes the packet if nothing else
+	 * decides. */
+	if (!hep_events(skb, 0, &v, &flow, judged, skb->len, skb->ifindex, skb->ingress_ifindex))
+		return TC_ACT_UNSPEC;
+	return TC_ACT_SHOT;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

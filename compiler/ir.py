@@ -120,6 +120,7 @@ class Policy:
     pre_dnat: bool = False
     apply_on_forward: bool = False
     span: Span = NOWHERE
+    audit: bool = False  # annotation hepbpf.io/audit: its Deny rules only report
 
     @property
     def stage(self) -> str:

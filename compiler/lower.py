@@ -16,8 +16,11 @@ After: a ``MapImage`` in which
   matches a packet iff its bit is set in all four of the packet's classes;
 * vectors are deduplicated; class 0 is the empty vector.
 
-Log rules take no slot: they never decide (they are reported by the
-reference evaluator; kernel Log events come with the event stream).
+Log rules, and the Deny rules of audited policies (annotation
+``hepbpf.io/audit: "true"``), take slots that never decide: a packet that
+matches one is noted (counter, event) and goes on after the rule. So does
+the end-of-tier deny of a tier whose every policy is audited. The kernel
+spends one hop per such slot passed, so a chain holds at most MAX_NOTED.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .diagnostics import PolicyError, Diagnostic
 from .ir import ICMP_PROTOCOLS, INGRESS, IPNetwork, PortRange, Rule
 from .mapimage import (
     CHAINS,
+    SLOT_AUDIT,
     SLOT_DIVERT,
     SLOT_TRACK,
     SIDE_DST,
@@ -46,6 +50,7 @@ from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, named_port_members,
 
 MAX_WORDS = 256  # enum hep_limits HEP_MAX_WORDS
 MAX_HOPS = 16  # HEP_MAX_HOPS: Pass hops, so tiers per chain
+MAX_NOTED = 64  # HEP_MAX_NOTED: Log and audited slots per chain
 FULL = ((0, 65535),)
 
 
@@ -198,6 +203,12 @@ def _slots(chain: int, view: ChainView) -> list[_Slot]:
         raise PolicyError(Diagnostic(view.hep.span, "", None,
                                      f"{hops + max(normal, forward)} tiers with Pass rules apply; at most "
                                      f"{MAX_HOPS} are supported"))
+    noted = sum(1 for s in out if s.entry.action == "Log" or s.entry.flags & SLOT_AUDIT)
+    if noted > MAX_NOTED:
+        raise PolicyError(Diagnostic(view.hep.span, "", None,
+                                     f"{noted} Log rules and audited Deny rules apply {view.direction.lower()}; "
+                                     f"at most {MAX_NOTED} per direction are supported (each costs the kernel "
+                                     f"a lookup when matched)"))
     return out
 
 
@@ -212,20 +223,30 @@ def _tier_slots(view: ChainView, stage: str, add, out: list[_Slot]) -> int:
         passes = []
         for pol in tv.policies:
             for rule in pol.rules(view.direction):
-                if rule.action == "Log":
-                    continue
-                reason = {"Allow": "rule-allow", "Deny": "rule-deny", "Pass": "rule-allow"}[rule.action]
+                reason = {"Allow": "rule-allow", "Deny": "rule-deny", "Pass": "rule-allow",
+                          "Log": "none"}[rule.action]
+                flags = track if rule.action == "Allow" else 0
+                if rule.action == "Deny" and pol.audit:
+                    flags = SLOT_AUDIT
                 # A rule may lower to several alternatives (named ports), one
-                # slot each, consecutive: first match over them is their OR.
-                for m in _rule_matches(rule, view.peers):
-                    s = add(m, rule.action, reason, track if rule.action == "Allow" else 0, stage=tv.stage,
-                            tier=tv.tier.name, policy=pol.name, rule=rule.index)
-                    if rule.action == "Pass":
-                        passes.append(s)
+                # slot each, consecutive: first match over them is their OR;
+                # a noting slot goes on after the last (noted once).
+                alts = [add(m, rule.action, reason, flags, stage=tv.stage, tier=tv.tier.name,
+                            policy=pol.name, rule=rule.index) for m in _rule_matches(rule, view.peers)]
+                for s in alts:
+                    if rule.action == "Log" or flags & SLOT_AUDIT:
+                        s.entry = s.entry.with_next(len(out))
+                if rule.action == "Pass":
+                    passes.extend(alts)
         # Untracked and preDNAT tiers fall through (Calico renders them
-        # with defaultAction Pass); normal and forward ones end here.
+        # with defaultAction Pass); normal and forward ones end here - with
+        # a note, not a drop, if every policy of the tier is audited.
         if stage in ("normal", "forward") and tv.tier.default_action == "Deny":
-            add(CATCH_ALL, "Deny", "end-of-tier", stage=tv.stage, tier=tv.tier.name)
+            audited = all(pol.audit for pol in tv.policies)
+            s = add(CATCH_ALL, "Deny", "end-of-tier", SLOT_AUDIT if audited else 0, stage=tv.stage,
+                    tier=tv.tier.name)
+            if audited:
+                s.entry = s.entry.with_next(len(out))
         for s in passes:
             s.entry = s.entry.with_next(len(out))
         with_pass += bool(passes)

@@ -18,8 +18,8 @@ CHAINS = (CHAIN_INGRESS, CHAIN_EGRESS)
 CHAIN_NAMES = {CHAIN_INGRESS: "ingress", CHAIN_EGRESS: "egress"}
 SIDE_SRC, SIDE_DST = 0, 1  # enum hep_side
 SIDE_NAMES = {SIDE_SRC: "src", SIDE_DST: "dst"}
-ACTION_CODES = {"Allow": 1, "Deny": 2, "Pass": 3, "Conntrack": 4, "Forward": 5}  # enum hep_action
-SLOT_TRACK, SLOT_DIVERT = 1, 2  # enum hep_slot_flag
+ACTION_CODES = {"Allow": 1, "Deny": 2, "Pass": 3, "Conntrack": 4, "Forward": 5, "Log": 6}  # enum hep_action
+SLOT_TRACK, SLOT_DIVERT, SLOT_AUDIT = 1, 2, 4  # enum hep_slot_flag
 NO_RULE = 0xFFFFFFFF
 
 
@@ -59,7 +59,7 @@ class SlotEntry:
     tier: str | None = None
     policy: str | None = None
     rule: int | None = None
-    flags: int = 0  # SLOT_TRACK | SLOT_DIVERT
+    flags: int = 0  # SLOT_TRACK | SLOT_DIVERT | SLOT_AUDIT
 
     def with_next(self, nxt: int) -> SlotEntry:
         return replace(self, next=nxt)
@@ -116,8 +116,10 @@ def dump(img: MapImage) -> str:
             f"{k}={v}" for k, v in (("stage", s.stage), ("tier", s.tier), ("policy", s.policy), ("rule", s.rule))
             if v is not None
         )
-        nxt = f" next={s.next}" if s.action in ("Pass", "Forward") or s.flags & SLOT_DIVERT else ""
-        flags = "".join(f" +{n}" for bit, n in ((SLOT_TRACK, "track"), (SLOT_DIVERT, "divert")) if s.flags & bit)
+        nxt = f" next={s.next}" if s.action in ("Pass", "Forward", "Log") or s.flags & (SLOT_DIVERT | SLOT_AUDIT) \
+            else ""
+        flags = "".join(f" +{n}" for bit, n in ((SLOT_TRACK, "track"), (SLOT_DIVERT, "divert"), (SLOT_AUDIT, "audit"))
+                        if s.flags & bit)
         lines.append(f"  {CHAIN_NAMES[s.chain]}[{s.slot}] {s.action} {s.reason_name}{flags}{nxt} {where}".rstrip())
     lines += ["", "classes:"]
     lines += [f"  c{i} {_bits(v)}" for i, v in enumerate(img.classes)]

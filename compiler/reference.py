@@ -23,6 +23,11 @@ profiles) and, if nothing decided, allow.
 
 An Allow at step 1, 4, 5 or in a forward tier starts a tracked flow
 (``Verdict.tracked``); an untracked Allow does not.
+
+Notes (``Verdict.notes``, in the order met): a matching Log rule, and a
+matching Deny rule of an audited policy (``hepbpf.io/audit``), are noted
+and evaluation goes on with the next rule; so is the end-of-tier deny of a
+tier whose every policy is audited (it goes on with the next tier).
 """
 
 from __future__ import annotations
@@ -35,6 +40,19 @@ from .resolve import DEFAULT_ALLOW_PROFILE, ChainView, Peer, TierView, named_por
 
 
 @dataclass(frozen=True, slots=True)
+class Note:
+    kind: str  # "log" or "audit"
+    stage: str
+    tier: str
+    policy: str | None  # None: an audited end-of-tier
+    rule: int | None
+
+    def as_json(self) -> dict:
+        return {"kind": self.kind, "stage": self.stage, "tier": self.tier, "policy": self.policy,
+                "rule": self.rule}
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     verdict: str  # "allow" or "deny"
     reason: str  # a key of reasons.REASONS
@@ -42,8 +60,13 @@ class Verdict:
     tier: str | None = None
     policy: str | None = None
     rule: int | None = None
-    logged: tuple[tuple[str, int], ...] = ()  # (policy, rule) of Log rules hit
+    notes: tuple[Note, ...] = ()  # Log rules and audited denies passed, in order
     tracked: bool = False  # an allow that starts a conntrack flow
+
+    @property
+    def logged(self) -> tuple[tuple[str, int], ...]:
+        """(policy, rule) of the Log rules hit."""
+        return tuple((n.policy, n.rule) for n in self.notes if n.kind == "log")
 
     def as_json(self) -> dict:
         return {
@@ -53,6 +76,7 @@ class Verdict:
             "tier": self.tier,
             "policy": self.policy,
             "rule": self.rule,
+            "notes": [n.as_json() for n in self.notes],
         }
 
 
@@ -63,7 +87,7 @@ def evaluate(view: ChainView, pkt: Packet, *, forwarded: bool = False, known_flo
     if view.hep is None:
         return Verdict("allow", "no-policy")
     ingress = view.direction == INGRESS
-    logged: list[tuple[str, int]] = []
+    notes: list[Note] = []
     skip_untracked = skip_prednat = False
     if ingress or not forwarded:
         for i, fs in enumerate(view.failsafes):
@@ -75,63 +99,67 @@ def evaluate(view: ChainView, pkt: Packet, *, forwarded: bool = False, known_flo
         if any(failsafe_matches(fs, pkt, view.direction, reply=True) for fs in view.reverse_failsafes):
             skip_untracked = True
         if not skip_untracked:
-            v = _stage(view, pkt, "untracked", logged)
+            v = _stage(view, pkt, "untracked", notes)
             if v is not None:
                 return v
     if known_flow:
-        return Verdict("allow", "conntrack", stage="conntrack", logged=tuple(logged))
+        return Verdict("allow", "conntrack", stage="conntrack", notes=tuple(notes))
     if not skip_prednat:
-        v = _stage(view, pkt, "preDNAT", logged)
+        v = _stage(view, pkt, "preDNAT", notes)
         if v is not None:
             return v
     if forwarded:
-        v = _tiers(view, pkt, view.forward_tiers, logged)
+        v = _tiers(view, pkt, view.forward_tiers, notes)
         if v is not None:
             return v
-        return Verdict("allow", "forward-allow", stage="forward", logged=tuple(logged), tracked=True)
-    v = _stage(view, pkt, "normal", logged)
+        return Verdict("allow", "forward-allow", stage="forward", notes=tuple(notes), tracked=True)
+    v = _stage(view, pkt, "normal", notes)
     if v is not None:
         return v
     for profile in view.profiles:
         if profile == DEFAULT_ALLOW_PROFILE:
-            return Verdict("allow", "profile-allow", "profile", policy=profile, logged=tuple(logged),
+            return Verdict("allow", "profile-allow", "profile", policy=profile, notes=tuple(notes),
                            tracked=True)
-    return Verdict("deny", "no-profile", "profile", logged=tuple(logged))
+    return Verdict("deny", "no-profile", "profile", notes=tuple(notes))
 
 
-def _stage(view: ChainView, pkt: Packet, stage: str, logged: list) -> Verdict | None:
-    return _tiers(view, pkt, [tv for tv in view.tiers if tv.stage == stage], logged)
+def _stage(view: ChainView, pkt: Packet, stage: str, notes: list) -> Verdict | None:
+    return _tiers(view, pkt, [tv for tv in view.tiers if tv.stage == stage], notes)
 
 
-def _tiers(view: ChainView, pkt: Packet, tiers, logged: list) -> Verdict | None:
+def _tiers(view: ChainView, pkt: Packet, tiers, notes: list) -> Verdict | None:
     """The first verdict of a run of tiers, or None to fall through. Only
     normal and forward tiers end in their default action; untracked and
     preDNAT ones pass on (Calico renders them with defaultAction Pass)."""
     for tv in tiers:
-        v = _tier(view, pkt, tv, logged)
+        v = _tier(view, pkt, tv, notes)
         if v == "pass":
             continue
         if v is not None:
             return v
         if tv.stage in ("normal", "forward") and tv.tier.default_action == "Deny":
-            return Verdict("deny", "end-of-tier", tv.stage, tv.tier.name, logged=tuple(logged))
+            if all(pol.audit for pol in tv.policies):
+                notes.append(Note("audit", tv.stage, tv.tier.name, None, None))
+                continue
+            return Verdict("deny", "end-of-tier", tv.stage, tv.tier.name, notes=tuple(notes))
     return None
 
 
-def _tier(view: ChainView, pkt: Packet, tv: TierView, logged: list):
+def _tier(view: ChainView, pkt: Packet, tv: TierView, notes: list):
     """A rule's verdict, "pass", or None when no rule decided."""
     for pol in tv.policies:
         for rule in pol.rules(view.direction):
             if not rule_matches(rule, pkt, view.peers):
                 continue
-            if rule.action == "Log":
-                logged.append((pol.name, rule.index))
+            if rule.action == "Log" or (rule.action == "Deny" and pol.audit):
+                kind = "log" if rule.action == "Log" else "audit"
+                notes.append(Note(kind, tv.stage, tv.tier.name, pol.name, rule.index))
                 continue
             if rule.action == "Pass":
                 return "pass"
             allow = rule.action == "Allow"
             return Verdict("allow" if allow else "deny", "rule-allow" if allow else "rule-deny",
-                           tv.stage, tv.tier.name, pol.name, rule.index, tuple(logged),
+                           tv.stage, tv.tier.name, pol.name, rule.index, tuple(notes),
                            tracked=allow and tv.stage != "untracked")
     return None
 

@@ -324,6 +324,24 @@ def _annotations(node: Node | None, path: str) -> None:
         raise _err(node, path, f"annotations total {total} bytes (at most {_ANNOTATIONS_LIMIT})", value=None)
 
 
+AUDIT_ANNOTATION = "hepbpf.io/audit"
+
+
+def _audit(meta: _Fields) -> bool:
+    """A policy annotated hepbpf.io/audit: "true" is audited: its Deny
+    rules report what they would drop and drop nothing (lower.py)."""
+    ann = meta.get("annotations")
+    if not isinstance(ann, Mapping):
+        return False
+    for key, value in ann.items:
+        if key.value == AUDIT_ANNOTATION:
+            if value.value not in ("true", "false"):
+                raise _err(value, f"{meta.sub('annotations')}.{AUDIT_ANNOTATION}",
+                           'must be "true" or "false"')
+            return value.value == "true"
+    return False
+
+
 _NAME_RULES = {
     # kind: (pattern, maximum length, what the pattern means)
     "GlobalNetworkPolicy": (_GNP_NAME, 253, "lower-case alphanumerics and '-', at most one '.', starting and "
@@ -841,7 +859,7 @@ class _Builder:
                                          "a preDNAT policy cannot have egress rules or the Egress type"))
         ns = (namespace or "default") if kind == "NetworkPolicy" else None
         self.policies.append(Policy(kind, name, ns, tier, order, selector, ns_sel, sa_sel, types, ingress,
-                                    egress, dnt, pdn, aof, span))
+                                    egress, dnt, pdn, aof, span, audit=_audit(meta)))
 
     def _hep(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
         f = _Fields(spec, path, span)

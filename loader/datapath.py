@@ -20,10 +20,10 @@ from hepbpf.compiler.packet import Packet
 from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import abi, conntrack
-from .encode import CT_DEFAULT_SIZE, EncodedImage, encode, local_key
+from .encode import CT_DEFAULT_SIZE, EncodedImage, EventSettings, encode, local_key
 from .frames import frame
 from .libbpf import BpfObject
-from .mapnames import CLASS, CT, LOCAL4, LOCAL6, POLICY_MAPS, TC_PROGRAM, TRACE, XDP_OBJECT, XDP_PROGRAM
+from .mapnames import CLASS, CT, LOCAL4, LOCAL6, NOTES, POLICY_MAPS, TC_PROGRAM, TRACE, XDP_OBJECT, XDP_PROGRAM
 from .percpu import per_cpu
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -40,6 +40,7 @@ class KernelVerdict:
     verdict: str
     reason: str
     slot: int | None
+    notes: tuple[tuple[int, bool], ...] = ()  # (slot, audited) of Log and audited slots passed
 
 
 class Datapath:
@@ -84,10 +85,21 @@ class Datapath:
             if v.verdict:
                 slot = None if v.slot == 0xFFFFFFFF else v.slot
                 verdict = "allow" if v.verdict == 1 else "deny"
-                if (retval == allow) != (verdict == "allow"):
+                if (retval == allow) != (verdict == "allow") and not self.enc.rodata["audit"]:
                     raise RuntimeError(f"the program returned {retval} but traced {verdict}")
-                return KernelVerdict(retval, verdict, REASON_NAMES[v.reason], slot)
+                return KernelVerdict(retval, verdict, REASON_NAMES[v.reason], slot, self._notes())
         raise RuntimeError("the program left no trace: was it loaded with trace=True?")
+
+    def _notes(self) -> tuple[tuple[int, bool], ...]:
+        """The notes of the last packet run (on whichever CPU ran it)."""
+        audit_bit = abi.const("HEP_NOTE_AUDIT")
+        cap = abi.const("HEP_MAX_NOTES")
+        raw = self.obj.map(NOTES).lookup((0).to_bytes(4, sys.byteorder), percpu=True)
+        best: tuple = ()
+        for nt in per_cpu(raw, "struct hep_notes"):
+            got = tuple((s & ~audit_bit, bool(s & audit_bit)) for s in list(nt.slot)[:min(nt.n, cap)])
+            best = max(best, got, key=len)
+        return best
 
     def set_local(self, addr, local: bool) -> None:
         """Make ``addr`` one of the host's addresses, or not (ingress packets
@@ -131,6 +143,11 @@ class Datapath:
         if kv.slot is not None:
             s = self._slots[(chain, kv.slot)]
             out.update(stage=s.stage, tier=s.tier, policy=s.policy, rule=s.rule)
+        out["notes"] = []
+        for slot, audited in kv.notes:
+            s = self._slots[(chain, slot)]
+            out["notes"].append({"kind": "audit" if audited else "log", "stage": s.stage, "tier": s.tier,
+                                 "policy": s.policy, "rule": s.rule})
         return out
 
 
@@ -143,11 +160,14 @@ def object_path() -> str:
 
 def load_image(image: MapImage, *, trace: bool = False, local_nets: tuple | None = None,
                ct_size: int = CT_DEFAULT_SIZE, ct_timeouts: dict | None = None,
-               reuse: dict[str, int] | None = None) -> Datapath:
+               reuse: dict[str, int] | None = None, events: EventSettings | None = None,
+               audit: bool = False) -> Datapath:
     """Open, size, configure, verify and fill a fresh object. ``reuse``:
     map name -> fd of a live map to share instead of creating one (the
-    conntrack table survives a policy replacement this way)."""
-    enc = encode(image, trace=trace, local_nets=local_nets, ct_size=ct_size, ct_timeouts=ct_timeouts)
+    conntrack table and the event ring survive a policy replacement this
+    way). ``events``/``audit``: see encode()."""
+    enc = encode(image, trace=trace, local_nets=local_nets, ct_size=ct_size, ct_timeouts=ct_timeouts,
+                 events=events, audit=audit)
     with contextlib.ExitStack() as undo:
         obj = BpfObject.open(object_path())
         undo.callback(obj.close)

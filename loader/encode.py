@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
 
 from . import abi
-from .mapnames import ADDR4, ADDR6, CLASS, CT, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS, SLOT
+from .mapnames import ADDR4, ADDR6, CLASS, CT, EVENTS, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS, SLOT
 
 HEP_SCOPE_BITS = 32
 
@@ -50,6 +50,27 @@ CT_DEFAULT_SIZE = 65536
 LOCAL_ROOM = 256
 
 
+@dataclass(frozen=True, slots=True)
+class EventSettings:
+    """What the datapath reports through hep_events_v1, and how much.
+    ``rate``/``burst``: events per second per CPU, and how many may come at
+    once after a quiet spell (a flood of drops costs counters, not records);
+    ``buffer``: ring bytes (a power of 2, at least a page)."""
+
+    log: bool = True
+    drops: bool = True
+    rate: int = 1000
+    burst: int = 2000
+    buffer: int = 256 * 1024
+
+    def problem(self) -> str | None:
+        if self.rate < 1 or self.burst < 1:
+            return "event rate and burst must be at least 1"
+        if self.buffer < 4096 or self.buffer & (self.buffer - 1):
+            return f"event buffer must be a power of 2 of at least 4096 bytes, not {self.buffer}"
+        return None
+
+
 def local_key(net) -> bytes:
     """The hep_local{4,6}_v1 key of one of the host's networks."""
     if net.version == 4:
@@ -59,10 +80,16 @@ def local_key(net) -> bytes:
 
 
 def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = None,
-           ct_size: int = CT_DEFAULT_SIZE, ct_timeouts: dict[str, int] | None = None) -> EncodedImage:
+           ct_size: int = CT_DEFAULT_SIZE, ct_timeouts: dict[str, int] | None = None,
+           events: EventSettings | None = None, audit: bool = False) -> EncodedImage:
     """``local_nets``: the host's addresses (and broadcast/multicast
     ranges), whose absence makes an ingress packet forwarded; None: the
-    host's addresses are unknown, every ingress packet is for the host."""
+    host's addresses are unknown, every ingress packet is for the host.
+    ``events``: None reports nothing. ``audit``: drop nothing, report what
+    would have been dropped."""
+    ev = events or EventSettings(log=False, drops=False)
+    if ev.problem():
+        raise ValueError(ev.problem())
     chains = abi.const("HEP_CHAIN_MAX")
     sides = abi.const("HEP_SIDE_MAX")
     protos = abi.const("HEP_PROTO_SPACE")
@@ -126,6 +153,7 @@ def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = Non
         LOCAL4: max(LOCAL_ROOM, 2 * len(entries[LOCAL4])),
         LOCAL6: max(LOCAL_ROOM, 2 * len(entries[LOCAL6])),
         CT: ct_size,
+        EVENTS: ev.buffer,
     }
     timeouts = dict(CT_TIMEOUTS_S, **(ct_timeouts or {}))
     per_state = [0] * abi.const("HEP_CT_STATE_MAX")
@@ -138,5 +166,9 @@ def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = Non
         "has_policy": int(img.has_policy),
         "know_local": int(local_nets is not None),
         "ct_timeout_s": per_state,
+        "audit": int(audit),
+        "events": (abi.const("HEP_EVMASK_LOG") if ev.log else 0) | (abi.const("HEP_EVMASK_DROP") if ev.drops else 0),
+        "ev_interval_ns": 1_000_000_000 // ev.rate,
+        "ev_burst_ns": ev.burst * (1_000_000_000 // ev.rate),
     }
     return EncodedImage(rodata, sizes, {CLASS: header + 8 * img.nwords}, entries)

@@ -558,6 +558,17 @@ int bpf_link_detach(int link_fd);
 int bpf_link_update(int link_fd, int new_prog_fd, const struct bpf_link_update_opts *opts);
 int bpf_link_get_fd_by_id(__u32 id);
 
+/* bpf/libbpf.h: ring buffers (opts: always NULL) */
+struct ring_buffer;
+typedef int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size);
+struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn sample_cb, void *ctx,
+                                     const void *opts);
+int ring_buffer__add(struct ring_buffer *rb, int map_fd, ring_buffer_sample_fn sample_cb, void *ctx);
+int ring_buffer__poll(struct ring_buffer *rb, int timeout_ms);
+int ring_buffer__consume(struct ring_buffer *rb);
+int ring_buffer__epoll_fd(const struct ring_buffer *rb);
+void ring_buffer__free(struct ring_buffer *rb);
+
 /* libc, for libbpf's print callback and the one raw bpf(2) call */
 int vsnprintf(char *str, size_t size, const char *format, void *ap);
 long syscall(long number, ...);
@@ -1626,3 +1637,68 @@ def tc_query(ifindex: int, attach_point: TcAttachPoint | int, *, handle: int, pr
     if rc < 0:
         raise BpfError(f"bpf_tc_query(ifindex {ifindex}, handle {handle:#x}, priority {priority})", -rc)
     return opts.prog_id
+
+
+# --- ring buffers -----------------------------------------------------------------
+
+
+class RingBuffer:
+    """Records of one or more BPF ring buffers. libbpf calls back per record
+    (an ffi.callback: ABI mode has no extern "Python"); the callback only
+    copies the bytes, so nothing Python-side can fail inside libbpf.
+
+    A ring has a single read position: two readers of one ring each get
+    part of the records."""
+
+    def __init__(self, map_fds: Iterable[int]):
+        self._records: list[tuple[int, bytes]] = []
+        self._cbs: list[Any] = []  # keep the callbacks alive as long as the ring
+        self._rb: Any = ffi.NULL
+        for i, fd in enumerate(map_fds):
+            cb = ffi.callback("ring_buffer_sample_fn", self._sampler(i))
+            self._cbs.append(cb)
+            if self._rb == ffi.NULL:
+                self._rb = _call_ptr(f"ring_buffer__new(map fd {fd})", lib.ring_buffer__new, fd, cb, ffi.NULL,
+                                     ffi.NULL)
+            else:
+                _call(f"ring_buffer__add(map fd {fd})", lib.ring_buffer__add, self._rb, fd, cb, ffi.NULL)
+        if self._rb == ffi.NULL:
+            raise ValueError("RingBuffer needs at least one map")
+
+    def _sampler(self, index: int):
+        def sample(_ctx: Any, data: Any, size: int) -> int:
+            self._records.append((index, bytes(ffi.buffer(data, size))))
+            return 0
+        return sample
+
+    def _take(self) -> list[tuple[int, bytes]]:
+        out, self._records = self._records, []
+        return out
+
+    def poll(self, timeout_ms: int) -> list[tuple[int, bytes]]:
+        """Wait up to ``timeout_ms`` for records; returns (ring index, bytes)."""
+        rc = lib.ring_buffer__poll(self._rb, timeout_ms)
+        if rc < 0 and -rc != _errno.EINTR:
+            raise BpfError("ring_buffer__poll", -rc)
+        return self._take()
+
+    def drain(self) -> list[tuple[int, bytes]]:
+        """Every record there is now, without waiting."""
+        rc = lib.ring_buffer__consume(self._rb)
+        if rc < 0:
+            raise BpfError("ring_buffer__consume", -rc)
+        return self._take()
+
+    def fileno(self) -> int:
+        return lib.ring_buffer__epoll_fd(self._rb)
+
+    def close(self) -> None:
+        if self._rb != ffi.NULL:
+            lib.ring_buffer__free(self._rb)
+            self._rb = ffi.NULL
+
+    def __enter__(self) -> RingBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

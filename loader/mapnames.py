@@ -13,9 +13,13 @@ CT = "hep_ct_v1"
 CT_STATS = "hep_ctstat_v1"
 LOCAL4 = "hep_local4_v1"
 LOCAL6 = "hep_local6_v1"
+NOTES = "hep_notes_v1"
+EVENTS = "hep_events_v1"
+EV_STATS = "hep_evstat_v1"
+EV_RATE = "hep_evrate_v1"
 
 POLICY_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)
-ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE, CT, CT_STATS)
+ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE, CT, CT_STATS, NOTES, EVENTS, EV_STATS, EV_RATE)
 
 XDP_PROGRAM = "hep_xdp_ingress"
 XDP_OBJECT = "hep.bpf.o"

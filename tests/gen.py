@@ -169,8 +169,10 @@ class Gen:
             spec["applyOnForward"] = True
         if stage != "preDNAT" and r.random() < 0.5:
             spec["egress"] = [self.rule(stage) for _ in range(r.randint(1, self.max_rules))]
-        return {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
-                "metadata": {"name": f"p{i}"}, "spec": spec}
+        meta: dict = {"name": f"p{i}"}
+        if r.random() < 0.15:  # audited: its denies only note (hepbpf.io/audit)
+            meta["annotations"] = {"hepbpf.io/audit": "true"}
+        return {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy", "metadata": meta, "spec": spec}
 
     def draw(self, n_packets: int) -> Draw:
         r = self.r

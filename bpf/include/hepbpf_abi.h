@@ -19,7 +19,10 @@ enum hep_limits {
 	HEP_MAX_WORDS = 256,		/* 64-bit words per rule bit vector */
 	HEP_MAX_SLOTS = HEP_MAX_WORDS * 64, /* rule slots per chain */
 	HEP_MAX_HOPS = 16,		/* Pass hops per packet = tiers per chain */
-	HEP_MAX_JUMPS = HEP_MAX_HOPS + 4, /* + conntrack, forward and failsafe jumps */
+	HEP_MAX_NOTED = 64,		/* Log and audited Deny slots per chain */
+	HEP_MAX_NOTES = 16,		/* of which recorded (and reported) per packet */
+	HEP_MAX_JUMPS = HEP_MAX_HOPS + HEP_MAX_NOTED + 4, /* + conntrack, forward, failsafe */
+	HEP_EV_CAP = 128,		/* frame bytes an event carries */
 	HEP_PORT_SPACE = 65536,		/* one port table: every 16-bit value */
 	HEP_PROTO_SPACE = 256,
 	HEP_SCOPE_BITS = 32,		/* exact-match bits before an LPM address */
@@ -46,20 +49,26 @@ enum hep_family {
 	HEP_FAMILY_V6 = 6,
 };
 
-/* What a slot does when it is the first match. Log rules take no slot:
- * they never decide, so they never sit in the verdict bit vectors. */
+/* What a slot does when it is the first match. */
 enum hep_action {
 	HEP_ACTION_ALLOW = 1,
 	HEP_ACTION_DENY = 2,
 	HEP_ACTION_PASS = 3,		/* continue at hep_slot.next (next tier) */
 	HEP_ACTION_CONNTRACK = 4,	/* a known flow: allow; else the next slot */
 	HEP_ACTION_FORWARD = 5,		/* forwarded: continue at next; else the next slot */
+	HEP_ACTION_LOG = 6,		/* note it (event, counter), continue at next */
 };
 
 /* hep_slot.flags */
 enum hep_slot_flag {
 	HEP_SLOT_TRACK = 1,		/* an Allow here starts a conntrack flow */
 	HEP_SLOT_DIVERT = 2,		/* forwarded packets continue at next instead */
+	HEP_SLOT_AUDIT = 4,		/* a Deny of an audited policy: note, continue at next */
+};
+
+/* hep_notes.slot[]: a Log slot, or an audited Deny slot with this bit. */
+enum hep_note_bits {
+	HEP_NOTE_AUDIT = 0x80000000,
 };
 
 enum hep_verdict_code {
@@ -256,6 +265,66 @@ struct hep_verdict {
 	__u8 pad;
 };
 
+/* hep_notes_v1 value: the Log and audited slots one packet passed, in
+ * order (the verifier would track a list on the stack path by path). */
+struct hep_notes {
+	__u32 n;			/* passed; past HEP_MAX_NOTES counted, not kept */
+	__u32 slot[HEP_MAX_NOTES];	/* a slot, | HEP_NOTE_AUDIT if audited */
+};
+
+/* Events: one ring-buffer record per Log or audited-Deny note and per
+ * dropped (or, auditing, would-be-dropped) packet. */
+enum hep_event_kind {
+	HEP_EV_LOG = 1,			/* a Log rule matched */
+	HEP_EV_DROP = 2,		/* the packet was dropped */
+	HEP_EV_WOULD_DROP = 3,		/* audit: it would have been dropped; passed */
+};
+
+/* hep_config.events bits: which events to emit. */
+enum hep_event_mask {
+	HEP_EVMASK_LOG = 1,
+	HEP_EVMASK_DROP = 2,		/* drops and would-be drops */
+};
+
+struct hep_event {
+	__u64 ts_ns;			/* bpf_ktime_get_ns() */
+	__u32 ifindex;			/* where the program runs */
+	__u32 in_ifindex;		/* tc: the ingress interface, 0 if the host's own */
+	__u32 slot;			/* the Log / audited / deciding slot, or ~0 */
+	__u32 decided_slot;		/* the slot that gave the verdict, or ~0 */
+	__u32 wire_len;			/* frame length */
+	__u8 kind;			/* enum hep_event_kind */
+	__u8 chain;			/* enum hep_chain */
+	__u8 verdict;			/* the policy's verdict (before audit) */
+	__u8 reason;			/* enum hep_reason of the verdict */
+	__u8 family;			/* parsed packet, as the policy saw it; */
+	__u8 proto;			/* 0 when it did not parse */
+	__u16 sport;
+	__u16 dport;
+	__u16 cap_len;			/* bytes of hdr[] filled */
+	__u8 audit;			/* 1: passed only because of audit mode */
+	__u8 pad[3];
+	union hep_addr saddr;
+	union hep_addr daddr;
+	__u8 hdr[HEP_EV_CAP];		/* the frame from its L2 header */
+	__u32 pad2;
+};
+
+/* hep_evstat_v1 keys (chain * HEP_EVSTAT_MAX + stat): event accounting. */
+enum hep_ev_stat {
+	HEP_EVSTAT_EMITTED = 0,		/* records written */
+	HEP_EVSTAT_SUPPRESSED = 1,	/* over the rate limit (or past HEP_MAX_NOTES) */
+	HEP_EVSTAT_LOST = 2,		/* ring buffer full: the reader is behind */
+	HEP_EVSTAT_WOULD_DROP = 3,	/* packets (and bytes) passed by audit */
+	HEP_EVSTAT_MAX = 4,
+};
+
+/* hep_evrate_v1 value: the per-CPU token bucket of events. */
+struct hep_evrate {
+	__u64 credit_ns;		/* time credit; an event costs ev_interval_ns */
+	__u64 last_ns;
+};
+
 /* Runtime knobs: .rodata, set by the loader between open and load. */
 struct hep_config {
 	__u32 nwords;			/* words per class vector, 1..HEP_MAX_WORDS */
@@ -263,8 +332,12 @@ struct hep_config {
 	__u8 trace;			/* record verdicts in hep_trace_v1 */
 	__u8 has_policy;		/* 0: no host endpoint, allow all */
 	__u8 know_local;		/* hep_local*_v1 filled: ingress can tell forwarded */
-	__u8 pad[5];
+	__u8 audit;			/* 1: drop nothing, report would-be drops */
+	__u8 events;			/* enum hep_event_mask */
+	__u8 pad[3];
 	__u32 ct_timeout_s[8];		/* idle timeout per enum hep_ct_state */
+	__u64 ev_interval_ns;		/* per CPU, one event per interval on average */
+	__u64 ev_burst_ns;		/* credit cap: burst * ev_interval_ns */
 };
 
 #ifndef HEPBPF_CDEF
@@ -275,7 +348,9 @@ _Static_assert(sizeof(struct hep_class) == 8, "hep_class header");
 _Static_assert(sizeof(struct hep_flow) == 88, "hep_flow layout");
 _Static_assert(sizeof(struct hep_ct_key) == 40, "hep_ct_key layout");
 _Static_assert(sizeof(struct hep_ct_val) == 32, "hep_ct_val layout");
-_Static_assert(sizeof(struct hep_config) == 48, "hep_config layout");
+_Static_assert(sizeof(struct hep_config) == 64, "hep_config layout");
+_Static_assert(sizeof(struct hep_event) == 208, "hep_event layout");
+_Static_assert(sizeof(struct hep_verdict) == 8, "hep_verdict layout");
 _Static_assert(HEP_CT_STATE_MAX == 8, "hep_config.ct_timeout_s length");
 #endif
 

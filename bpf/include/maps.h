@@ -112,6 +112,17 @@ struct {
 	__uint(max_entries, 1);
 } hep_trace_v1 SEC(".maps");
 
+/* hep_notes_v1: the Log and audited slots the current packet passed on
+ * this CPU (reset per packet); explain reads it with hep_trace_v1.
+ * key: 0; value: struct hep_notes; writer: datapath; reader: datapath,
+ * loader (explain). size: 1 */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_notes);
+	__uint(max_entries, 1);
+} hep_notes_v1 SEC(".maps");
+
 /* hep_ct_v1: connection tracking, shared by the XDP and tc programs of
  * one interface (the loader reuses it across policy replacements).
  * key:   struct hep_ct_key (endpoints in a fixed order)
@@ -158,5 +169,35 @@ struct {
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } hep_local6_v1 SEC(".maps");
+
+/* hep_events_v1: Log records and drop events for `hepbpf log`.
+ * record: struct hep_event; writer: datapath (rate limited by
+ * hep_evrate_v1; when full the record is counted lost, never waited for);
+ * reader: loader (one consumer at a time: the ring has one read position).
+ * size: loader (attach --event-buffer), bytes, a power of 2; kept across
+ * policy replacement so a running reader goes on. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} hep_events_v1 SEC(".maps");
+
+/* hep_evstat_v1: emitted, suppressed, lost events and audited packets.
+ * key: chain * HEP_EVSTAT_MAX + enum hep_ev_stat; value: struct hep_stats,
+ * per CPU. writer: datapath; reader: loader. size: fixed */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_stats);
+	__uint(max_entries, HEP_CHAIN_MAX * HEP_EVSTAT_MAX);
+} hep_evstat_v1 SEC(".maps");
+
+/* hep_evrate_v1: the event rate limiter's bucket. key: 0; value: struct
+ * hep_evrate, per CPU (no atomics). writer, reader: datapath. size: 1 */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_evrate);
+	__uint(max_entries, 1);
+} hep_evrate_v1 SEC(".maps");
 
 #endif /* HEPBPF_MAPS_H */

@@ -22,6 +22,11 @@
  * continue in the forward section: applyOnForward policy, then allow), and
  * failsafes flagged DIVERT (for forwarded packets they lead to the forward
  * section instead of allowing).
+ *
+ * Log rules and the Deny rules of audited policies are slots too; they never
+ * decide: matching one notes it (counter; event, by the caller) and the
+ * search goes on after the rule. The compiler keeps them to HEP_MAX_NOTED
+ * per chain, so the hop budget always reaches a deciding slot.
  */
 #ifndef HEPBPF_POLICY_BPF_H
 #define HEPBPF_POLICY_BPF_H
@@ -160,20 +165,39 @@ static __always_inline int hep_dst_is_remote(const struct hep_flow *f)
 	}
 }
 
+/* A Log or audited slot was passed: count it, and keep it for events. */
+static __always_inline void hep_note(struct hep_notes *nt, __u32 key, __u32 note, __u32 len)
+{
+	struct hep_stats *st = bpf_map_lookup_elem(&hep_rulestat_v1, &key);
+	__u32 n = nt->n;
+
+	if (st) {
+		st->packets++;
+		st->bytes += len;
+	}
+	if (n < HEP_MAX_NOTES)
+		nt->slot[n] = note;
+	nt->n = n + 1;
+}
+
 /* Judge one flow on one chain. Always sets exactly one reason.
  * fwd: 1 forwarded, 0 for or from the host, -1 decide by the destination
- * (XDP ingress, only if a slot asks). */
+ * (XDP ingress, only if a slot asks). len: bytes, for the note counters. */
 static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain, int fwd,
-				       struct hep_verdict *v)
+				       __u32 len, struct hep_verdict *v)
 {
 	__u32 src, dst, dport, sport;
-	__u32 from = 0;
+	__u32 from = 0, zero = 0;
+	struct hep_notes *nt = bpf_map_lookup_elem(&hep_notes_v1, &zero);
 	int hop;
 
 	v->chain = chain;
 	v->slot = ~0U;
 	v->verdict = HEP_VERDICT_DENY;
 	v->reason = HEP_REASON_INTERNAL_MISS;
+	if (!nt)
+		return;
+	nt->n = 0;
 	if (!hep_cfg.has_policy) {
 		v->verdict = HEP_VERDICT_ALLOW;
 		v->reason = HEP_REASON_NO_POLICY;
@@ -195,6 +219,11 @@ static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain, int
 		if (!s)
 			return;
 		if (s->action == HEP_ACTION_PASS) {
+			from = s->next;
+			continue;
+		}
+		if (s->action == HEP_ACTION_LOG || (s->flags & HEP_SLOT_AUDIT)) {
+			hep_note(nt, key, s->action == HEP_ACTION_LOG ? slot : slot | HEP_NOTE_AUDIT, len);
 			from = s->next;
 			continue;
 		}

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.bpf, pytest.mark.stress]
 
 PAIRS = int(os.environ.get("HEPBPF_STRESS_PAIRS", "6000"))
 SETS = int(os.environ.get("HEPBPF_STRESS_SETS", str(max(1, PAIRS // 100))))
-FIELDS = ("verdict", "reason", "stage", "tier", "policy", "rule")
+FIELDS = ("verdict", "reason", "stage", "tier", "policy", "rule", "notes")
 
 
 def test_reference_and_kernel_agree(capsys):
@@ -41,9 +41,12 @@ def test_reference_and_kernel_agree(capsys):
                     pytest.fail(f"seed {seed}: {c}\n reference {want}\n kernel    {got}\n"
                                 f"policy:\n{draw.text}", pytrace=False)
                 counts[c.chain, c.forwarded, c.known_flow] += 1
+                for kind in {n["kind"] for n in want["notes"]}:
+                    counts[kind] += 1
                 checked += 1
     with capsys.disabled():
         print(f"\ndifferential: {checked} (policy, packet) pairs over {sets} policy sets agree")
+        print(f"  with Log notes {counts.pop('log', 0)}, with audit notes {counts.pop('audit', 0)}")
         for (chain, fwd, known), n in sorted(counts.items()):
             print(f"  {('ingress', 'egress')[chain]:7} {'forwarded' if fwd else 'host':9} "
                   f"{'known flow' if known else 'new flow':10} {n}")
