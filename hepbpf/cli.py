@@ -19,13 +19,7 @@ from hepbpf.compiler import PolicyError, SpecError, compile_policy, evaluate, pa
 from hepbpf.compiler.dump import dump_view
 from hepbpf.compiler.mapimage import CHAIN_EGRESS, CHAIN_INGRESS, dump as dump_maps
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOPERM = 0, 1, 2, 77
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAIL):
-        super().__init__(message)
-        self.code = code
+from hepbpf.errors import EXIT_FAIL, EXIT_NOPERM, EXIT_OK, EXIT_USAGE, CliError
 
 
 def _read_sources(files: list[str]) -> list[tuple[str, str]]:
@@ -47,13 +41,6 @@ def _read_sources(files: list[str]) -> list[tuple[str, str]]:
 def _warn(compiled) -> None:
     for w in compiled.warnings:
         print(str(w), file=sys.stderr)
-
-
-def _compile(args, iface: str):
-    from hepbpf.loader.netdev import iface_addresses
-
-    return compile_policy(_read_sources(args.files), node=args.node, iface=iface,
-                          iface_addrs=iface_addresses(iface))
 
 
 def cmd_check(args) -> int:
@@ -133,26 +120,51 @@ def _need_root() -> None:
 
 
 def cmd_attach(args) -> int:
+    from hepbpf.compiler import compile_policy
+    from hepbpf.loader import confirm
     from hepbpf.loader.attach import attach
+    from hepbpf.loader.encode import EventSettings
+    from hepbpf.loader.netdev import iface_addresses
 
     _need_root()
     try:
         socket.if_nametoindex(args.iface)
     except OSError:
         raise CliError(f"{args.iface}: no such interface in this network namespace") from None
+    events = EventSettings(log=not args.no_events, drops=not args.no_events, rate=args.event_rate,
+                           burst=args.event_burst or 2 * args.event_rate, buffer=args.event_buffer)
+    if events.problem():
+        raise CliError(events.problem(), EXIT_USAGE)
     t0 = time.monotonic()
-    compiled = _compile(args, args.iface)
+    sources = _read_sources(args.files)
+    compiled = compile_policy(sources, node=args.node, iface=args.iface, iface_addrs=iface_addresses(args.iface))
     _warn(compiled)
     if compiled.views[CHAIN_INGRESS].hep is None:
         raise CliError(f"no HostEndpoint for {args.iface} on node {args.node} in the given files: "
                        f"Calico would not police this interface, so there is nothing to attach "
                        f"(use --node if the node name differs from the hostname)")
+    # What re-creates this attachment: a later --confirm-within rolls back to it.
+    inputs = {"sources": sources, "paths": args.files, "node": args.node, "ct_size": args.conntrack_size,
+              "egress": args.egress, "audit": args.audit,
+              "events": {"log": events.log, "drops": events.drops, "rate": events.rate, "burst": events.burst,
+                         "buffer": events.buffer}}
+    rollback = confirm.rollback_target(args.iface)
     t1 = time.monotonic()
     result = attach(args.iface, compiled, mode=args.mode, node=args.node, sources=args.files,
-                    ct_size=args.conntrack_size, tc_mechanism=args.egress)
+                    ct_size=args.conntrack_size, tc_mechanism=args.egress, audit=args.audit, events=events,
+                    inputs=inputs)
     t2 = time.monotonic()
+    if args.confirm_within is not None:
+        pid = confirm.arm(args.iface, args.confirm_within, result.prog_id, rollback)
+        result.notes.append(f"PENDING: run `hepbpf confirm {args.iface}` within {args.confirm_within:g} s, or "
+                            f"the {'previous policy comes back' if rollback else 'interface is detached'} "
+                            f"(watchdog pid {pid})")
+    elif confirm.cancel(args.iface):
+        result.notes.append("note: this attach replaces a pending (unconfirmed) one; no rollback will happen")
     ing, eg = compiled.views[CHAIN_INGRESS], compiled.views[CHAIN_EGRESS]
     verb = "replaced policy on" if result.replaced else "attached to"
+    if args.audit:
+        verb = f"AUDIT MODE (nothing is dropped; would-be drops are reported): {verb}"
     print(f"{verb} {args.iface} (XDP {result.mode} mode, prog id {result.prog_id}; egress {result.tc_mechanism}, "
           f"prog id {result.tc_prog_id}): host endpoint {ing.hep.name}, "
           f"{sum(len(t.policies) for t in ing.tiers)} ingress and {sum(len(t.policies) for t in eg.tiers)} "
@@ -205,6 +217,25 @@ def cmd_sync(args) -> int:
     return EXIT_OK
 
 
+def cmd_confirm(args) -> int:
+    from hepbpf.loader import confirm
+
+    _need_root()
+    pending = confirm.confirm(args.iface)
+    if pending is None:
+        raise CliError(f"{args.iface}: nothing is pending confirmation")
+    left = pending["deadline"] - time.time()
+    print(f"{args.iface}: confirmed{f' with {left:.1f} s to spare' if left > 0 else ''}; the policy stays")
+    return EXIT_OK
+
+
+def cmd_log(args) -> int:
+    from hepbpf.logcmd import run_log
+
+    _need_root()
+    return run_log(args)
+
+
 def cmd_detach(args) -> int:
     from hepbpf.loader.attach import detach
 
@@ -226,9 +257,25 @@ def cmd_status(args) -> int:
         print(f"{args.iface}: hepbpf is not attached" if args.iface else "hepbpf is not attached anywhere")
         return EXIT_OK if args.iface is None else EXIT_FAIL
     for st in states:
-        print(f"{st['iface']}: {'ENFORCING' if st['attached'] else 'NOT ATTACHED (stale state)'}, "
+        if not st["attached"]:
+            what = "NOT ATTACHED (stale state)"
+        elif st.get("audit"):
+            wd = st.get("would_drop") or {}
+            n = sum(v["packets"] for v in wd.values())
+            what = f"AUDIT (enforcing nothing that drops; would have dropped {n} packets)"
+        else:
+            what = "ENFORCING"
+        print(f"{st['iface']}: {what}, "
               f"XDP {st['mode']} mode, prog id {st['prog_id']}, egress {st.get('tc_mechanism')} "
               f"prog id {st.get('tc_prog_id')}, node {st['node']}, host endpoint {st['host_endpoint']}")
+        pc = st.get("pending_confirmation")
+        if pc:
+            print(f"  PENDING CONFIRMATION: {pc['seconds_left']:.0f} s left, then {pc['rollback_to']} "
+                  f"(`hepbpf confirm {st['iface']}` keeps it)")
+        ev = st.get("events")
+        if ev:
+            print(f"  events: {ev['emitted']} emitted, {ev['suppressed']} suppressed by the rate limit, "
+                  f"{ev['lost']} lost (ring full)")
         ct = st.get("conntrack")
         if ct:
             print(f"  conntrack: {ct['flows']} flows of {ct['size']}; " +
@@ -245,6 +292,20 @@ def cmd_status(args) -> int:
                 rule = f" rule {r['rule']}" if r["rule"] is not None else ""
                 print(f"  {r['chain']:<7} {r['slot']:>5} {r['action']:<9} {r['packets']:>10}  {who}{rule}")
     return EXIT_OK
+
+
+def cmd_top(args) -> int:
+    from hepbpf.top import run_top
+
+    _need_root()
+    return run_top(args)
+
+
+def cmd_metrics(args) -> int:
+    from hepbpf.metrics import run_metrics
+
+    _need_root()
+    return run_metrics(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "a persistent bpffs holds its link, else clsact")
     a.add_argument("--conntrack-size", type=_positive, default=65536, metavar="N",
                    help="flows the conntrack table holds; when full, the least recently used go")
+    a.add_argument("--audit", action="store_true",
+                   help="drop nothing: packets the policy denies pass, reported as would-drop events "
+                        "(per policy: annotation hepbpf.io/audit: \"true\")")
+    a.add_argument("--confirm-within", type=float, metavar="SECONDS",
+                   help="roll back to the previous state unless `hepbpf confirm IFACE` runs in time")
+    a.add_argument("--event-rate", type=_positive, default=1000, metavar="N",
+                   help="events (Log records, drops) per second per CPU at most; the rest are counted")
+    a.add_argument("--event-burst", type=_positive, default=None, metavar="N",
+                   help="events allowed at once after a quiet spell (default: 2 x rate)")
+    a.add_argument("--event-buffer", type=_positive, default=256 * 1024, metavar="BYTES",
+                   help="event ring size, a power of 2 (default 256 KiB)")
+    a.add_argument("--no-events", action="store_true", help="report nothing through the event ring")
     a.set_defaults(func=cmd_attach)
 
     y = sub.add_parser("sync", help="reload the host's addresses (ingress tells forwarded packets by them)")
@@ -271,6 +344,28 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--follow", nargs="?", type=float, const=0, metavar="SECONDS",
                    help="keep them current: re-sync on every address change (for SECONDS, or until Ctrl-C)")
     y.set_defaults(func=cmd_sync)
+
+    k = sub.add_parser("confirm", help="keep a policy attached with --confirm-within")
+    k.add_argument("iface")
+    k.set_defaults(func=cmd_confirm)
+
+    g = sub.add_parser("log", help="Log records and drop events (calico-packet LOG lines, or JSON)")
+    g.add_argument("iface", nargs="?", help="only this interface (default: every attached one)")
+    g.add_argument("-f", "--follow", action="store_true", help="keep streaming (default: print what is queued)")
+    g.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    g.add_argument("--verdict", choices=("allow", "deny"), help="only packets the policy gave this verdict")
+    g.add_argument("--event", action="append", choices=("log", "drop", "would-drop"),
+                   help="only these events (repeatable)")
+    g.add_argument("--policy", action="append", help="only events of this policy (repeatable)")
+    g.add_argument("--ip", action="append", metavar="ADDR[/LEN]", help="source or destination in it (repeatable)")
+    g.add_argument("--port", action="append", type=int, help="source or destination port (repeatable)")
+    g.add_argument("--direction", choices=("ingress", "egress"))
+    g.add_argument("--prefix", default="calico-packet: ", help="text line prefix (Felix's logPrefix + ': ')")
+    g.add_argument("--count", type=_positive, help="stop after N events")
+    g.add_argument("--duration", type=float, metavar="SECONDS", help="with -f: stop after SECONDS")
+    g.add_argument("--syslog", metavar="SOCKET|HOST:PORT", nargs="?", const="/dev/log",
+                   help="also send each text line to syslog/journald (default /dev/log)")
+    g.set_defaults(func=cmd_log)
 
     d = sub.add_parser("detach", help="remove hepbpf from an interface")
     d.add_argument("iface")
@@ -280,6 +375,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("iface", nargs="?")
     s.add_argument("-o", "--output", choices=("text", "json"), default="text")
     s.set_defaults(func=cmd_status)
+
+    t = sub.add_parser("top", help="live per-rule counters and rates")
+    t.add_argument("iface", nargs="?", help="only this interface (default: every attached one)")
+    t.add_argument("-d", "--delay", type=float, default=1.0, metavar="SECONDS",
+                   help="refresh interval (default 1 s)")
+    t.add_argument("--once", action="store_true",
+                   help="print one table (rates over one interval) and exit: for scripts")
+    t.add_argument("--sort", choices=("rate", "packets", "bytes", "policy"), default="rate")
+    t.add_argument("--filter", default="", metavar="TEXT",
+                   help="only rows whose policy, tier, action or reason contains TEXT")
+    t.set_defaults(func=cmd_top)
+
+    m = sub.add_parser("metrics", help="serve counters to Prometheus")
+    m.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
+                   help="ADDR, ADDR:PORT, [IPv6]:PORT or :PORT (default 127.0.0.1, port 9469)")
+    m.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="stop serving after SECONDS (default: until Ctrl-C)")
+    m.set_defaults(func=cmd_metrics)
 
     c = sub.add_parser("check", help="validate and compile; touches no kernel state")
     c.add_argument("files", nargs="+", metavar="FILE")

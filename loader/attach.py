@@ -35,13 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hepbpf.compiler import Compiled
-from hepbpf.compiler.mapimage import CHAIN_INGRESS, CHAIN_NAMES
+from hepbpf.compiler.mapimage import CHAIN_INGRESS, CHAIN_NAMES, SLOT_AUDIT
 from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import conntrack, libbpf, tc
 from .datapath import load_image
-from .encode import CT_DEFAULT_SIZE, local_key
-from .mapnames import ALL_MAPS, CT, CT_STATS, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS, XDP_PROGRAM
+from .encode import CT_DEFAULT_SIZE, EventSettings, local_key
+from .events import read_ev_stats
+from .mapnames import (ALL_MAPS, CT, CT_STATS, EV_STATS, EVENTS, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS,
+                       XDP_PROGRAM)
 from .netdev import local_nets
 from .percpu import read_stats
 
@@ -162,7 +164,13 @@ def _ours(prog_id: int) -> bool:
 
 
 def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: list[str],
-           ct_size: int = CT_DEFAULT_SIZE, tc_mechanism: str = "auto") -> AttachResult:
+           ct_size: int = CT_DEFAULT_SIZE, tc_mechanism: str = "auto", audit: bool = False,
+           events: EventSettings | None = None, inputs: dict | None = None) -> AttachResult:
+    """``audit``: drop nothing, report would-be drops. ``events``: what to
+    report through the event ring (default: Log records and drops).
+    ``inputs``: what re-creates this attachment (policy texts and options),
+    kept for a rollback to it (see loader/confirm.py)."""
+    events = events or EventSettings()
     ifindex = socket.if_nametoindex(iface)
     notes: list[str] = []
     current = _query(ifindex)
@@ -184,15 +192,20 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
     with contextlib.ExitStack() as fds, contextlib.ExitStack() as undo:
         reuse = {}
         if replace_id is not None:
-            # Keep the conntrack table: established flows stay established.
-            old_ct = _maps_of(replace_id, (CT,)).get(CT)
-            if old_ct is not None:
-                fds.callback(old_ct.close)
-                if old_ct.max_entries == ct_size:
-                    reuse[CT] = old_ct.fd
+            # Keep the conntrack table (established flows stay established)
+            # and the event ring (a running `hepbpf log` goes on).
+            old = maps_of(replace_id, (CT, EVENTS))
+            for m in old.values():
+                fds.callback(m.close)
+            if CT in old:
+                if old[CT].max_entries == ct_size:
+                    reuse[CT] = old[CT].fd
                 else:
                     notes.append(f"note: conntrack table resized to {ct_size}: known flows start over")
-        dp = load_image(compiled.image, local_nets=local_nets(), ct_size=ct_size, reuse=reuse)
+            if EVENTS in old and old[EVENTS].max_entries == events.buffer:
+                reuse[EVENTS] = old[EVENTS].fd
+        dp = load_image(compiled.image, local_nets=local_nets(), ct_size=ct_size, reuse=reuse, events=events,
+                        audit=audit)
         fds.callback(dp.close)
         # Pin first: if pinning fails, nothing has been attached.
         _remove_pins(staging)
@@ -223,7 +236,12 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
         os.rename(staging, pins)
         _write_state(iface, ifindex, got, prog_id, pins, compiled, node, sources,
                      tc={"mechanism": eg.mechanism, "prog_id": eg.prog_id, "link_id": eg.link_id,
-                         "created_qdisc": created_qdisc})
+                         "created_qdisc": created_qdisc},
+                     extra={"audit": audit, "event_settings": {"log": events.log, "drops": events.drops,
+                                                       "rate": events.rate, "burst": events.burst,
+                                                       "buffer": events.buffer}})
+        if inputs is not None:
+            _write_json(side_path(iface, "inputs"), inputs)
     return AttachResult(got, prog_id, str(pins), replace_id is not None, notes, eg.mechanism, eg.prog_id)
 
 
@@ -264,7 +282,8 @@ def _remove_pins(pins: Path, prune: bool = True) -> None:
         parent = parent.parent
 
 
-def _write_state(iface, ifindex, mode, prog_id, pins, compiled: Compiled, node, sources, tc: dict) -> None:
+def _write_state(iface, ifindex, mode, prog_id, pins, compiled: Compiled, node, sources, tc: dict,
+                 extra: dict | None = None) -> None:
     view = compiled.views[CHAIN_INGRESS]
     img = compiled.image
     state = {
@@ -285,15 +304,47 @@ def _write_state(iface, ifindex, mode, prog_id, pins, compiled: Compiled, node, 
         "slot_stride": img.slot_stride,
         "slots": [
             {"chain": CHAIN_NAMES[s.chain], "slot": s.slot, "action": s.action, "reason": s.reason_name,
-             "stage": s.stage, "tier": s.tier, "policy": s.policy, "rule": s.rule}
+             "stage": s.stage, "tier": s.tier, "policy": s.policy, "rule": s.rule,
+             "audited": bool(s.flags & SLOT_AUDIT)}
             for s in img.slots
         ],
+        **(extra or {}),
     }
-    path = state_path(iface)
+    _write_json(state_path(iface), state)
+
+
+def _write_json(path: Path, data) -> None:
+    """Whole or not at all: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
+
+
+def side_path(iface: str, what: str) -> Path:
+    """A file kept beside the interface's state: "inputs" (what re-creates
+    the attachment), "pending" (an unconfirmed attach, loader/confirm.py).
+    Not *.json, which names interfaces."""
+    return state_path(iface).with_name(f"{iface}.{what}")
+
+
+def read_side(iface: str, what: str) -> dict | None:
+    try:
+        return json.loads(side_path(iface, what).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_side(iface: str, what: str, data) -> None:
+    _write_json(side_path(iface, what), data)
+
+
+def remove_side(iface: str, what: str) -> bool:
+    try:
+        side_path(iface, what).unlink()
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _read_state(iface: str) -> dict | None:
@@ -301,6 +352,11 @@ def _read_state(iface: str) -> dict | None:
         return json.loads(state_path(iface).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_state(iface: str) -> dict | None:
+    """The state `attach` wrote for ``iface`` (slots, options), or None."""
+    return _read_state(iface)
 
 
 def detach(iface: str) -> bool:
@@ -331,6 +387,8 @@ def detach(iface: str) -> bool:
     with contextlib.suppress(FileNotFoundError):
         state_path(iface).unlink()
         removed = True
+    for what in ("inputs", "pending"):
+        remove_side(iface, what)
     # Leave no empty per-namespace state directory behind.
     with contextlib.suppress(OSError):
         state_path(iface).parent.rmdir()
@@ -346,7 +404,7 @@ def sync_addresses(iface: str) -> tuple[int, int, int]:
     current = _query(ifindex)
     if not (current["prog_id"] and _ours(current["prog_id"])):
         raise AttachError(f"{iface}: hepbpf is not attached")
-    maps = _maps_of(current["prog_id"], (LOCAL4, LOCAL6))
+    maps = maps_of(current["prog_id"], (LOCAL4, LOCAL6))
     nets = local_nets()
     added = removed = 0
     try:
@@ -388,6 +446,11 @@ def status(iface: str | None = None) -> list[dict]:
                   "host_endpoint": None, "pin_dir": None, "attached_at": None, "slots": [],
                   "state": "missing"}
         st["attached"] = bool(current["prog_id"]) and current["prog_id"] == st["prog_id"]
+        st.setdefault("audit", False)
+        pending = read_side(name, "pending")
+        st["pending_confirmation"] = None if pending is None else {
+            "deadline": pending["deadline"], "seconds_left": max(0.0, round(pending["deadline"] - time.time(), 1)),
+            "rollback_to": "the previous policy" if pending.get("rollback") else "detached"}
         st.update(_counters(st))
         st.pop("slots", None)
         out.append(st)
@@ -401,7 +464,7 @@ def _counters(st: dict) -> dict:
     rules = []
     if not st.get("attached"):
         return {"reasons": reasons, "rules": rules}
-    maps = _maps_of(st["prog_id"], (REASON_STATS, RULE_STATS, CT, CT_STATS))
+    maps = maps_of(st["prog_id"], (REASON_STATS, RULE_STATS, CT, CT_STATS, EV_STATS))
     nreasons = len(REASON_NAMES)
     stride = st.get("slot_stride", 0)
     try:
@@ -416,9 +479,20 @@ def _counters(st: dict) -> dict:
             stats = read_stats(maps[RULE_STATS], len(slots), first=chain_no * stride)
             for s, (pk, by) in zip(slots, stats):
                 rules.append({**s, "packets": pk, "bytes": by})
-        out = {"reasons": reasons, "rules": rules,
+        stages: dict[str, dict[str, int]] = {}
+        for r in rules:
+            key = f"{r['chain']} {r['stage'] or 'none'}"
+            t = stages.setdefault(key, {"packets": 0, "bytes": 0})
+            if r["action"] != "Log" and not r.get("audited"):  # notes decide nothing
+                t["packets"] += r["packets"]
+                t["bytes"] += r["bytes"]
+        out = {"reasons": reasons, "rules": rules, "stages": stages,
                "reasons_by_chain": {c: {REASON_NAMES[r]: {"packets": v[r][0], "bytes": v[r][1]}
                                         for r in range(nreasons)} for c, v in by_chain.items()}}
+        if EV_STATS in maps:
+            ev = read_ev_stats(maps[EV_STATS])
+            out["events"] = {k: sum(ev[c][k]["packets"] for c in ev) for k in ("emitted", "suppressed", "lost")}
+            out["would_drop"] = {c: ev[c]["would_drop"] for c in ev}
         if CT in maps and CT_STATS in maps:
             events = conntrack.stats(maps[CT_STATS])
             flows = sum(1 for _ in maps[CT].keys())
@@ -430,7 +504,7 @@ def _counters(st: dict) -> dict:
             m.close()
 
 
-def _maps_of(prog_id: int, names=(REASON_STATS, RULE_STATS)) -> dict:
+def maps_of(prog_id: int, names=(REASON_STATS, RULE_STATS)) -> dict:
     """The program's maps of these names, open (the caller closes them)."""
     fd = libbpf.prog_fd_by_id(prog_id)
     try:
