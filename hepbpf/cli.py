@@ -111,6 +111,9 @@ def cmd_explain(args) -> int:
         else:
             where = " ".join(f"{k}={res[k]}" for k in ("stage", "tier", "policy", "rule") if res.get(k) is not None)
             print(f"{res['verdict'].upper():5} {res['packet']}  ({res['reason']}{', ' + where if where else ''})")
+            for n in res.get("notes", ()):
+                what = f"policy={n['policy']} rule={n['rule']}" if n["policy"] else f"tier={n['tier']} end-of-tier"
+                print(f"      {'logged' if n['kind'] == 'log' else 'would deny (audit)'} by {what}")
     return EXIT_OK
 
 

@@ -86,6 +86,7 @@ def _syslog(target: str) -> logging.Logger:
     log.propagate = False
     address = target if target.startswith("/") else (target.rsplit(":", 1)[0], int(target.rsplit(":", 1)[1]))
     handler = logging.handlers.SysLogHandler(address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    handler.mapPriority = lambda _levelname: "notice"  # type: ignore[method-assign]
     handler.setFormatter(logging.Formatter("hepbpf: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

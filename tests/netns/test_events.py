@@ -320,3 +320,24 @@ def test_unconfirmed_first_attach_detaches(clean, tmp_path):
     assert probe(lab, c, [_syn(c, ALLOW_PORT)]) == [False]
     assert _wait_unpending(lab, 15) is None
     assert probe(lab, c, [_syn(c, ALLOW_PORT)]) == [True]  # no hepbpf: the node's stack sees it
+
+
+def test_syslog_forwarding(clean, tmp_path):
+    """--syslog SOCKET sends each text line as a syslog datagram."""
+    import socket
+
+    lab = clean
+    c = lab.clients[0]
+    _attach(lab, tmp_path, POLICY)
+    probe(lab, c, [_syn(c, LOG_PORT)])
+    path = tmp_path / "syslog.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sink:
+        sink.bind(str(path))
+        sink.settimeout(5)
+        res = hepbpf(lab, "log", "eth1", "--syslog", str(path))
+        got = [sink.recv(4096).decode() for _ in res.stdout.splitlines()]
+    assert len(got) == 2
+    for line, datagram in zip(res.stdout.splitlines(), got):
+        # <daemon.notice> = 3 * 8 + 5 (the kernel's LOG lines are notice too),
+        # then our tag and the line.
+        assert datagram.rstrip("\x00") == f"<29>hepbpf: {line}"
