@@ -271,6 +271,10 @@ def cmd_status(args) -> int:
         print(f"{st['iface']}: {what}, "
               f"XDP {st['mode']} mode, prog id {st['prog_id']}, egress {st.get('tc_mechanism')} "
               f"prog id {st.get('tc_prog_id')}, node {st['node']}, host endpoint {st['host_endpoint']}")
+        lr = st.get("last_rollback")
+        if lr:
+            when = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(lr["at"]))
+            print(f"  ROLLED BACK at {when}: {lr.get('what') or 'FAILED: ' + lr.get('error', '?')}")
         pc = st.get("pending_confirmation")
         if pc:
             print(f"  PENDING CONFIRMATION: {pc['seconds_left']:.0f} s left, then {pc['rollback_to']} "

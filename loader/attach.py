@@ -242,6 +242,7 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
                                                        "buffer": events.buffer}})
         if inputs is not None:
             _write_json(side_path(iface, "inputs"), inputs)
+        remove_side(iface, "rollback")  # an earlier rollback is old news now
     return AttachResult(got, prog_id, str(pins), replace_id is not None, notes, eg.mechanism, eg.prog_id)
 
 
@@ -387,7 +388,7 @@ def detach(iface: str) -> bool:
     with contextlib.suppress(FileNotFoundError):
         state_path(iface).unlink()
         removed = True
-    for what in ("inputs", "pending"):
+    for what in ("inputs", "pending", "rollback", "watchdog.log"):
         remove_side(iface, what)
     # Leave no empty per-namespace state directory behind.
     with contextlib.suppress(OSError):
@@ -447,6 +448,7 @@ def status(iface: str | None = None) -> list[dict]:
                   "state": "missing"}
         st["attached"] = bool(current["prog_id"]) and current["prog_id"] == st["prog_id"]
         st.setdefault("audit", False)
+        st["last_rollback"] = read_side(name, "rollback")
         pending = read_side(name, "pending")
         st["pending_confirmation"] = None if pending is None else {
             "deadline": pending["deadline"], "seconds_left": max(0.0, round(pending["deadline"] - time.time(), 1)),

@@ -100,17 +100,19 @@ def watch(iface: str, token: int) -> int:
     target = pending.get("rollback")
     try:
         if target is None:
+            # detach() removes every file of the interface, this log too.
             attach_mod.detach(iface)
-            what = "detached (nothing was attached before)"
-        else:
-            res = reapply(iface, target)
-            what = f"restored the previous policy (prog id {res.prog_id})"
+            print(f"{time.strftime('%F %T')} {iface}: not confirmed in time: detached "
+                  f"(nothing was attached before)", flush=True)
+            return 0
+        res = reapply(iface, target)
     except Exception as e:  # a rollback that fails must say so where status can see it
         attach_mod.write_side(iface, "rollback", {"at": time.time(), "ok": False, "error": str(e)})
         print(f"{time.strftime('%F %T')} {iface}: ROLLBACK FAILED: {e}", flush=True)
         return 1
     # attach() leaves the pending file alone: it is ours to drop.
     attach_mod.remove_side(iface, "pending")
+    what = f"restored the previous policy (prog id {res.prog_id})"
     attach_mod.write_side(iface, "rollback", {"at": time.time(), "ok": True, "what": what})
     print(f"{time.strftime('%F %T')} {iface}: not confirmed in time: {what}", flush=True)
     return 0

@@ -44,6 +44,22 @@ spec:
 """
 
 
+def deny_then_allow(name: str, deny_port: int, allow_port: int) -> str:
+    """The counting tests' policy: the host endpoint and one ingress policy,
+    Deny TCP to ``deny_port`` (rule 0), Allow TCP to ``allow_port`` (rule 1)."""
+    return hep() + gnp(name, f"""
+selector: role == "node"
+types: [Ingress]
+ingress:
+- action: Deny
+  protocol: TCP
+  destination: {{ports: [{deny_port}]}}
+- action: Allow
+  protocol: TCP
+  destination: {{ports: [{allow_port}]}}
+""")
+
+
 @dataclass
 class Case:
     name: str

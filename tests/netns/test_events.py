@@ -295,6 +295,8 @@ def test_unconfirmed_attach_rolls_back_to_the_previous_policy(clean, tmp_path):
     assert st["prog_id"] not in (first, None) and st["attached"]
     assert probe(lab, c, [_syn(c, ALLOW_PORT)]) == [True]  # policy a is back
     assert {r["policy"] for r in st["rules"] if r["policy"]} == {"open"}
+    assert st["last_rollback"]["ok"] and "restored the previous policy" in st["last_rollback"]["what"]
+    assert "ROLLED BACK at " in hepbpf(lab, "status", "eth1").stdout
 
 
 def test_confirmed_attach_stays(clean, tmp_path):
@@ -320,6 +322,9 @@ def test_unconfirmed_first_attach_detaches(clean, tmp_path):
     assert probe(lab, c, [_syn(c, ALLOW_PORT)]) == [False]
     assert _wait_unpending(lab, 15) is None
     assert probe(lab, c, [_syn(c, ALLOW_PORT)]) == [True]  # no hepbpf: the node's stack sees it
+    # Nothing of it is left behind in /run/hepbpf.
+    ns_dir = hepbpf(lab, "status", "-o", "json").stdout
+    assert json.loads(ns_dir) == []
 
 
 def test_syslog_forwarding(clean, tmp_path):

@@ -26,7 +26,7 @@ from ruamel.yaml import YAML
 from hepbpf.vm.lab import NODE4
 from hepbpf.vm.probe import PacketSpec, probe
 
-from ..cases import NODE, gnp, hep
+from ..cases import NODE, deny_then_allow
 from ..unit.test_metrics_render import parse_exposition, value
 from .conftest import hepbpf, status
 
@@ -127,17 +127,7 @@ def detached(lab):
 
 # --- counters of known traffic -----------------------------------------------------
 
-METRICS_TEST = hep() + gnp("metrics-test", f"""
-selector: role == "node"
-types: [Ingress]
-ingress:
-- action: Deny
-  protocol: TCP
-  destination: {{ports: [{DENY_PORT}]}}
-- action: Allow
-  protocol: TCP
-  destination: {{ports: [{ALLOW_PORT}]}}
-""")
+METRICS_TEST = deny_then_allow("metrics-test", DENY_PORT, ALLOW_PORT)
 
 
 def test_rule_and_reason_counters_count_the_traffic(lab, tmp_path, detached):

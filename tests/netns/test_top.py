@@ -26,24 +26,14 @@ import pytest
 from hepbpf.vm.lab import NODE4
 from hepbpf.vm.probe import PacketSpec, probe
 
-from ..cases import IFACE, NODE, gnp, hep
+from ..cases import IFACE, NODE, deny_then_allow
 from .conftest import hepbpf
 
 pytestmark = pytest.mark.netns
 
 DENY_PORT, ALLOW_PORT = 7777, 8080  # outside the failsafe ports
 DENIED, ALLOWED = 3, 7
-POLICY = hep() + gnp("web-guard", f"""
-selector: role == 'node'
-types: [Ingress]
-ingress:
-- action: Deny
-  protocol: TCP
-  destination: {{ports: [{DENY_PORT}]}}
-- action: Allow
-  protocol: TCP
-  destination: {{ports: [{ALLOW_PORT}]}}
-""")
+POLICY = deny_then_allow("web-guard", DENY_PORT, ALLOW_PORT)
 COLS = ["IFACE", "DIR", "SLOT", "ACTION", "PKT/S", "BYTES/S", "PACKETS", "BYTES", "TIER", "POLICY", "RULE"]
 WAIT_S = 20.0  # the most any one screen may take to appear
 
