@@ -41,12 +41,17 @@ def main() -> int:
             return 1
         try:
             ok = _exercise(lab)
+            ok = _show_drops(lab) and ok
             st = json.loads(hepbpf(lab, "status", "eth1", "-o", "json").stdout)
             print(f"\nstatus: {'enforcing' if st['attached'] else 'NOT ATTACHED'} in XDP {st['mode']} mode, "
                   f"prog id {st['prog_id']}")
             for reason, c in st["reasons"].items():
                 if c["packets"]:
                     print(f"  {reason:<14} {c['packets']:>4} packets")
+            for r in st["rules"]:
+                if r["packets"] and r["policy"]:
+                    print(f"  {r['chain']:<7} policy {r['policy']} rule {r['rule']} ({r['action']}): "
+                          f"{r['packets']} packets")
         finally:
             res = hepbpf(lab, "detach", "eth1")
             sys.stdout.write(res.stdout)
@@ -75,6 +80,17 @@ def _exercise(lab: Lab) -> bool:
         says = f"{v['verdict']} ({v['reason']}{', ' + who if who else ''})"
         print(f"{pkt:<42} {says:<52} {'arrived' if got else 'dropped':<8} {'ok' if ok else 'WRONG'}")
     return all(ok for *_, ok in rows)
+
+
+def _show_drops(lab: Lab) -> bool:
+    """What `hepbpf log` says about the two SYNs to 9091 that were dropped."""
+    res = hepbpf(lab, "log", "eth1", "--direction", "ingress", "--port", "9091")
+    lines = res.stdout.splitlines()
+    print("\nhepbpf log eth1 --direction ingress --port 9091 (the drops, attributed):")
+    for line in lines:
+        print(f"  {line}")
+    others = [ln for ln in lines if any(f"SRC={o} " in ln for o in OTHERS[:1] + [lab.clients[2].addrs4[0]])]
+    return res.returncode == 0 and len(lines) == 2 and len(others) == 2 and all("EVENT=drop" in ln for ln in lines)
 
 
 if __name__ == "__main__":
