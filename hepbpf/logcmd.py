@@ -36,6 +36,8 @@ def attribution(ev: Event) -> str:
                        ("ACTION", ev.action)):
         if value is not None:
             parts.append(f"{key}={value}")
+    if ev.tier_policies:
+        parts.append(f"TIER_POLICIES={','.join(ev.tier_policies)}")
     parts += [f"VERDICT={ev.verdict}", f"REASON={ev.reason}"]
     if ev.audit:
         parts.append("AUDIT=1")

@@ -306,12 +306,24 @@ def _write_state(iface, ifindex, mode, prog_id, pins, compiled: Compiled, node, 
         "slots": [
             {"chain": CHAIN_NAMES[s.chain], "slot": s.slot, "action": s.action, "reason": s.reason_name,
              "stage": s.stage, "tier": s.tier, "policy": s.policy, "rule": s.rule,
-             "audited": bool(s.flags & SLOT_AUDIT)}
+             "audited": bool(s.flags & SLOT_AUDIT), **_tier_policies(compiled, s)}
             for s in img.slots
         ],
         **(extra or {}),
     }
     _write_json(state_path(iface), state)
+
+
+def _tier_policies(compiled: Compiled, s) -> dict:
+    """For an end-of-tier slot: the policies of the tier that applied to the
+    endpoint (none of them decided): what a drop there is owed to."""
+    if s.reason_name != "end-of-tier":
+        return {}
+    view = compiled.views[s.chain]
+    for tv in tuple(view.tiers) + tuple(view.forward_tiers):
+        if tv.tier.name == s.tier and tv.stage == s.stage:
+            return {"tier_policies": [p.name for p in tv.policies]}
+    return {}
 
 
 def _write_json(path: Path, data) -> None:

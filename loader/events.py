@@ -51,6 +51,7 @@ class Event:
     icmp_code: int | None
     length: int  # frame bytes
     frame: bytes = field(repr=False)  # the first bytes of the frame, from L2
+    tier_policies: tuple[str, ...] = ()  # end-of-tier: the tier's policies, none of which decided
 
     def as_json(self) -> dict:
         return {
@@ -61,6 +62,7 @@ class Event:
             "proto": PROTO_NAMES.get(self.proto, self.proto) if self.family else None,
             "src": self.src, "dst": self.dst, "sport": self.sport, "dport": self.dport,
             "icmp_type": self.icmp_type, "icmp_code": self.icmp_code, "length": self.length,
+            "tier_policies": list(self.tier_policies) or None,
         }
 
 
@@ -121,6 +123,7 @@ class Decoder:
             icmp_type=e.dport >> 8 if icmp else None, icmp_code=e.dport & 0xFF if icmp else None,
             length=e.wire_len,
             frame=bytes(list(e.hdr))[:e.cap_len],
+            tier_policies=tuple(slot.get("tier_policies", ())),
         )
 
 

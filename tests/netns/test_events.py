@@ -94,7 +94,7 @@ def test_log_and_drop_records_with_attribution_and_counters(clean, tmp_path):
     by_port = {p: [e for e in drops if e["dport"] == p] for p in (LOG_PORT, OTHER_PORT)}
     assert all((e["policy"], e["rule"], e["reason"]) == ("watch", 1, "rule-deny") for e in by_port[LOG_PORT])
     # Nothing matched port 7003: the tier's end-of-tier deny, named by tier.
-    assert all((e["policy"], e["tier"], e["reason"]) == (None, "default", "end-of-tier")
+    assert all((e["policy"], e["tier"], e["reason"], e["tier_policies"]) == (None, "default", "end-of-tier", ["watch"])
                for e in by_port[OTHER_PORT])
     assert len(by_port[OTHER_PORT]) == n_other
 
