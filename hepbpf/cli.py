@@ -123,11 +123,8 @@ def _need_root() -> None:
 
 
 def cmd_attach(args) -> int:
-    from hepbpf.compiler import compile_policy
     from hepbpf.loader import confirm
-    from hepbpf.loader.attach import attach
     from hepbpf.loader.encode import EventSettings
-    from hepbpf.loader.netdev import iface_addresses
 
     _need_root()
     try:
@@ -139,23 +136,18 @@ def cmd_attach(args) -> int:
     if events.problem():
         raise CliError(events.problem(), EXIT_USAGE)
     t0 = time.monotonic()
-    sources = _read_sources(args.files)
-    compiled = compile_policy(sources, node=args.node, iface=args.iface, iface_addrs=iface_addresses(args.iface))
+    # What re-creates this attachment: a later --confirm-within rolls back to it.
+    inputs = confirm.make_inputs(_read_sources(args.files), args.files, args.node, ct_size=args.conntrack_size,
+                                 egress=args.egress, audit=args.audit, events=events)
+    compiled = confirm.compile_inputs(args.iface, inputs)
     _warn(compiled)
     if compiled.views[CHAIN_INGRESS].hep is None:
         raise CliError(f"no HostEndpoint for {args.iface} on node {args.node} in the given files: "
                        f"Calico would not police this interface, so there is nothing to attach "
                        f"(use --node if the node name differs from the hostname)")
-    # What re-creates this attachment: a later --confirm-within rolls back to it.
-    inputs = {"sources": sources, "paths": args.files, "node": args.node, "ct_size": args.conntrack_size,
-              "egress": args.egress, "audit": args.audit,
-              "events": {"log": events.log, "drops": events.drops, "rate": events.rate, "burst": events.burst,
-                         "buffer": events.buffer}}
     rollback = confirm.rollback_target(args.iface)
     t1 = time.monotonic()
-    result = attach(args.iface, compiled, mode=args.mode, node=args.node, sources=args.files,
-                    ct_size=args.conntrack_size, tc_mechanism=args.egress, audit=args.audit, events=events,
-                    inputs=inputs)
+    result = confirm.attach_inputs(args.iface, compiled, inputs, mode=args.mode)
     t2 = time.monotonic()
     if args.confirm_within is not None:
         pid = confirm.arm(args.iface, args.confirm_within, result.prog_id, rollback)

@@ -31,7 +31,7 @@ import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hepbpf.compiler import Compiled
@@ -237,9 +237,7 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
         _write_state(iface, ifindex, got, prog_id, pins, compiled, node, sources,
                      tc={"mechanism": eg.mechanism, "prog_id": eg.prog_id, "link_id": eg.link_id,
                          "created_qdisc": created_qdisc},
-                     extra={"audit": audit, "event_settings": {"log": events.log, "drops": events.drops,
-                                                       "rate": events.rate, "burst": events.burst,
-                                                       "buffer": events.buffer}})
+                     extra={"audit": audit, "event_settings": asdict(events)})
         if inputs is not None:
             _write_json(side_path(iface, "inputs"), inputs)
         remove_side(iface, "rollback")  # an earlier rollback is old news now

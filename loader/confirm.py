@@ -18,10 +18,12 @@ rollback always returns to the last confirmed state.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
+
+from hepbpf.compiler import Compiled
 
 from . import attach as attach_mod
 from .encode import EventSettings
@@ -69,17 +71,34 @@ def cancel(iface: str) -> bool:
     return attach_mod.remove_side(iface, "pending")
 
 
-def reapply(iface: str, inputs: dict) -> attach_mod.AttachResult:
-    """Attach again what ``inputs`` describe (as the CLI's attach did)."""
+def make_inputs(sources: list[tuple[str, str]], paths: list[str], node: str, *, ct_size: int, egress: str,
+                audit: bool, events: EventSettings) -> dict:
+    """What re-creates an attachment: the policy texts as read, and every
+    option that shapes it. JSON, so it can wait beside the state."""
+    return {"sources": [list(s) for s in sources], "paths": paths, "node": node, "ct_size": ct_size,
+            "egress": egress, "audit": audit, "events": asdict(events)}
+
+
+def compile_inputs(iface: str, inputs: dict) -> Compiled:
     from hepbpf.compiler import compile_policy
 
     from .netdev import iface_addresses
 
-    compiled = compile_policy([(name, text) for name, text in inputs["sources"]], node=inputs["node"],
-                              iface=iface, iface_addrs=iface_addresses(iface))
-    return attach_mod.attach(iface, compiled, mode="auto", node=inputs["node"], sources=inputs["paths"],
+    return compile_policy([(name, text) for name, text in inputs["sources"]], node=inputs["node"],
+                          iface=iface, iface_addrs=iface_addresses(iface))
+
+
+def attach_inputs(iface: str, compiled: Compiled, inputs: dict, mode: str) -> attach_mod.AttachResult:
+    """Attach ``compiled`` with the options in ``inputs``, and keep them."""
+    return attach_mod.attach(iface, compiled, mode=mode, node=inputs["node"], sources=inputs["paths"],
                              ct_size=inputs["ct_size"], tc_mechanism=inputs["egress"], audit=inputs["audit"],
                              events=EventSettings(**inputs["events"]), inputs=inputs)
+
+
+def reapply(iface: str, inputs: dict) -> attach_mod.AttachResult:
+    """Attach again what ``inputs`` describe, the way `hepbpf attach` did
+    (mode auto: a replacement keeps the mode the interface runs)."""
+    return attach_inputs(iface, compile_inputs(iface, inputs), inputs, mode="auto")
 
 
 def _still_pending(iface: str, token: int) -> dict | None:
