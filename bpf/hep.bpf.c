@@ -25,9 +25,7 @@ int hep_xdp_ingress(struct xdp_md *ctx)
 		.chain = HEP_CHAIN_INGRESS,
 		.verdict = HEP_VERDICT_DENY,
 	};
-
 	__u32 len = data_end - data;
-
 	int judged;
 
 	v.reason = hep_parse(data, data_end, len, &flow);
@@ -56,14 +54,13 @@ int hep_tc_egress(struct __sk_buff *skb)
 		.verdict = HEP_VERDICT_DENY,
 	};
 	void *data, *data_end;
+	int judged;
 	__u32 linear = skb->data_end - skb->data;
 
 	if (linear < HEP_PULL_LEN && skb->len > linear)
 		bpf_skb_pull_data(skb, skb->len < HEP_PULL_LEN ? skb->len : HEP_PULL_LEN);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	int judged;
-
 	v.reason = hep_parse(data, data_end, skb->len, &flow);
 	judged = v.reason == HEP_REASON_NONE;
 	/* A packet that came in on some interface is being forwarded;

@@ -63,11 +63,6 @@ class Verdict:
     notes: tuple[Note, ...] = ()  # Log rules and audited denies passed, in order
     tracked: bool = False  # an allow that starts a conntrack flow
 
-    @property
-    def logged(self) -> tuple[tuple[str, int], ...]:
-        """(policy, rule) of the Log rules hit."""
-        return tuple((n.policy, n.rule) for n in self.notes if n.kind == "log")
-
     def as_json(self) -> dict:
         return {
             "verdict": self.verdict,

@@ -21,7 +21,7 @@ import sys
 import time
 
 from hepbpf.loader import attach as attach_mod
-from hepbpf.loader.events import Decoder, Event, read_ev_stats
+from hepbpf.loader.events import Decoder, Event, event_totals, read_ev_stats
 from hepbpf.loader.libbpf import RingBuffer
 from hepbpf.loader.mapnames import EV_STATS, EVENTS
 from hepbpf.logline import log_line
@@ -122,9 +122,9 @@ class _Source:
         for m in self.stats:
             if m is None:
                 continue
-            ev = read_ev_stats(m)
+            totals = event_totals(read_ev_stats(m))
             for k in out:
-                out[k] += sum(ev[c][k]["packets"] for c in ev)
+                out[k] += totals[k]
         return out
 
     def close(self) -> None:

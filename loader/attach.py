@@ -41,7 +41,7 @@ from hepbpf.compiler.reasons import REASON_NAMES
 from . import conntrack, libbpf, tc
 from .datapath import load_image
 from .encode import CT_DEFAULT_SIZE, EventSettings, local_key
-from .events import read_ev_stats
+from .events import event_totals, read_ev_stats
 from .mapnames import (ALL_MAPS, CT, CT_STATS, EV_STATS, EVENTS, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS,
                        XDP_PROGRAM)
 from .netdev import local_nets
@@ -225,7 +225,7 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
         tc_pins = staging if is_persistent(root) else None
         if old_tc is not None:
             eg = tc.replace(ifindex, dp.tc_prog.fd, pin_dir=tc_pins)
-            created_qdisc = (_read_state(iface) or {}).get("tc_created_qdisc", False)
+            created_qdisc = (read_state(iface) or {}).get("tc_created_qdisc", False)
         else:
             eg = tc.attach(ifindex, dp.tc_prog.fd, pin_dir=tc_pins, mechanism=tc_mechanism)
             created_qdisc = eg.created_qdisc
@@ -358,16 +358,12 @@ def remove_side(iface: str, what: str) -> bool:
         return False
 
 
-def _read_state(iface: str) -> dict | None:
+def read_state(iface: str) -> dict | None:
+    """The state `attach` wrote for ``iface`` (slots, options), or None."""
     try:
         return json.loads(state_path(iface).read_text())
     except (OSError, ValueError):
         return None
-
-
-def read_state(iface: str) -> dict | None:
-    """The state `attach` wrote for ``iface`` (slots, options), or None."""
-    return _read_state(iface)
 
 
 def detach(iface: str) -> bool:
@@ -390,7 +386,7 @@ def detach(iface: str) -> bool:
             finally:
                 os.close(fd)
             removed = True
-        st = _read_state(iface) or {}
+        st = read_state(iface) or {}
         removed |= tc.detach(ifindex, pin_dir=pins, created_qdisc=st.get("tc_created_qdisc", False))
     if pins is not None and pins.exists():
         _remove_pins(pins)
@@ -447,7 +443,7 @@ def status(iface: str | None = None) -> list[dict]:
             current = _query(socket.if_nametoindex(name))
         except OSError:
             current = {"prog_id": None, "mode": None}
-        st = _read_state(name)
+        st = read_state(name)
         if st is None:
             if not (current["prog_id"] and _ours(current["prog_id"])):
                 continue
@@ -503,7 +499,7 @@ def _counters(st: dict) -> dict:
                                         for r in range(nreasons)} for c, v in by_chain.items()}}
         if EV_STATS in maps:
             ev = read_ev_stats(maps[EV_STATS])
-            out["events"] = {k: sum(ev[c][k]["packets"] for c in ev) for k in ("emitted", "suppressed", "lost")}
+            out["events"] = event_totals(ev)
             out["would_drop"] = {c: ev[c]["would_drop"] for c in ev}
         if CT in maps and CT_STATS in maps:
             events = conntrack.stats(maps[CT_STATS])

@@ -133,3 +133,9 @@ def read_ev_stats(m) -> dict[str, dict[str, dict[str, int]]]:
     raw = read_stats(m, 2 * n)
     return {CHAIN_NAMES[c]: {EV_STATS[i]: {"packets": raw[c * n + i][0], "bytes": raw[c * n + i][1]}
                              for i in range(n)} for c in (0, 1)}
+
+
+def event_totals(ev: dict) -> dict[str, int]:
+    """Records emitted, suppressed and lost, both chains together, from
+    read_ev_stats()."""
+    return {k: sum(ev[c][k]["packets"] for c in ev) for k in ("emitted", "suppressed", "lost")}
