@@ -601,21 +601,13 @@ def _send(iface: str, src_mac: str, dst_mac: str, specs_path: str) -> None:
 # --- subprocess side: TCP -----------------------------------------------------------
 
 def _connect(dst: str, port: int, src: str | None, timeout: float) -> int:
-    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        try:
-            if src:
-                s.bind((src, 0))
-            s.connect((dst, port))
-        except TimeoutError:
-            print("timeout", flush=True)
-            return 2
-        except OSError as e:
-            print(f"error {e.strerror or e}", flush=True)
-            return 1
-    print("connected", flush=True)
-    return 0
+    """Print the result word of one connection attempt; exit 0 connected,
+    2 timed out, 1 otherwise."""
+    s, word = _tcp_open(dst, port, src, timeout)
+    if s is not None:
+        s.close()
+    print(word, flush=True)
+    return {"connected": 0, "timeout": 2}.get(word, 1)
 
 
 def _listen(port: int, seconds: float) -> None:
