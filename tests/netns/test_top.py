@@ -223,7 +223,10 @@ def _sorted_by(lines: list[str], key: str) -> bool:
 
 
 def _exited(lines: list[str]) -> bool:
-    return any(line.startswith("top exited ") for line in lines)
+    # The exit status, then `stty -a`'s modes: wait for both (the pane may be
+    # captured between the two lines).
+    return (any(line.startswith("top exited ") for line in lines)
+            and re.search(r"\bicanon\b", " ".join(lines)) is not None)
 
 
 def test_interactive_view(attached, pane_factory):
