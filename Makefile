@@ -10,7 +10,7 @@ APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables iptables gcc mak
 STRESS_PAIRS ?= 1000000
 STRESS_SETS ?= 1000
 
-.PHONY: setup deps venv bpf demo test test-unit stress clean
+.PHONY: setup deps venv bpf demo test test-unit stress bench clean
 
 setup: deps venv bpf
 
@@ -29,7 +29,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 bpf:
@@ -49,6 +49,11 @@ test-unit: setup
 stress: setup
 	HEPBPF_STRESS_PAIRS=$(STRESS_PAIRS) HEPBPF_STRESS_SETS=$(STRESS_SETS) \
 		$(PY) -m pytest -q -m stress -p no:cacheprovider
+
+# hepbpf against its baselines and netfilter, measured in one run (under 10
+# minutes): prints every ratio next to its target, writes bench/results/.
+bench: setup
+	$(PY) -m hepbpf.bench $(BENCH_ARGS)
 
 clean:
 	$(MAKE) -C bpf clean

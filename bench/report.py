@@ -1,0 +1,224 @@
+"""The benchmark's verdicts: every ratio next to its target, the JSON
+record, and the plot.
+
+Ratios only compare figures taken in the same run (perf-probe.md: across
+runs on this VM medians move 5-18%, within a run a few %). A missing
+figure is reported as not measured, never as met.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    goal: str
+    measured: float | None  # the ratio (or seconds), None: not measured
+    target: str  # e.g. "<= 3x"
+    met: bool | None
+    detail: str = ""
+
+    def line(self) -> str:
+        shown = "not measured" if self.measured is None else f"{self.measured:.3g}"
+        state = "-" if self.met is None else ("met" if self.met else "MISSED")
+        return f"  {state:<7} {self.goal:<58} {shown:>12}  target {self.target:<10} {self.detail}"
+
+    def as_json(self) -> dict:
+        return {"goal": self.goal, "measured": self.measured, "target": self.target, "met": self.met,
+                "detail": self.detail}
+
+
+def _at_most(goal: str, value: float | None, bound: float, unit: str = "x", detail: str = "") -> Verdict:
+    if value is None or math.isnan(value):
+        return Verdict(goal, None, f"<= {bound:g}{unit}", None, detail)
+    return Verdict(goal, value, f"<= {bound:g}{unit}", value <= bound, detail)
+
+
+def _at_least(goal: str, value: float | None, bound: float, unit: str = "x", detail: str = "") -> Verdict:
+    if value is None or math.isnan(value):
+        return Verdict(goal, None, f">= {bound:g}{unit}", None, detail)
+    return Verdict(goal, value, f">= {bound:g}{unit}", value >= bound, detail)
+
+
+def machine() -> dict:
+    """What the numbers depend on (perf-anchors.md: record all of it)."""
+    def read(path: str) -> str | None:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return None
+    cpu = next((line.split(":", 1)[1].strip() for line in (read("/proc/cpuinfo") or "").splitlines()
+                if line.startswith("model name")), platform.processor())
+    vulns = {}
+    vdir = Path("/sys/devices/system/cpu/vulnerabilities")
+    if vdir.is_dir():
+        for name in ("spectre_v2", "retbleed", "spec_rstack_overflow"):
+            if (v := read(str(vdir / name))) is not None:
+                vulns[name] = v
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "kernel": platform.release(), "cpu": cpu,
+            "cpus": os.cpu_count(), "bpf_jit_enable": read("/proc/sys/net/core/bpf_jit_enable"),
+            "bpf_stats_enabled": read("/proc/sys/kernel/bpf_stats_enabled"), "mitigations": vulns}
+
+
+# --- lookups over the raw results -------------------------------------------------------
+
+
+def _micro(results: list[dict], engine: str, hook: str = "xdp", family: int = 4, n: int = 0,
+           case: str = "-") -> float | None:
+    for r in results:
+        if (r["engine"], r["hook"], r["family"], r["n"], r["case"]) == (engine, hook, family, n, case):
+            return None if math.isnan(r["median"]) else r["median"]
+    return None
+
+
+def _live(results: list[dict], engine: str, n: int, case: str, family: int = 4) -> float | None:
+    """Median Mpps over rounds of one live case (xdp-drop: the floor)."""
+    rates = [r["mpps"] for r in results if r["engine"] == engine and r["family"] == family
+             and (engine == "xdp-drop" or (r["n"] == n and r["case"] == case))]
+    if not rates:
+        return None
+    rates.sort()
+    return rates[len(rates) // 2]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def verdicts(data: dict) -> list[Verdict]:
+    micro = data.get("micro", [])
+    live = data.get("live", [])
+    out: list[Verdict] = []
+    # In-kernel: hepbpf / P, both families, none and last.
+    bounds = {10: 3, 100: 5, 1000: 8, 10000: 16}
+    for fam in (4, 6):
+        p = _micro(micro, "P", family=fam)
+        for n, bound in bounds.items():
+            for case in ("none", "last"):
+                h = _micro(micro, "hepbpf", family=fam, n=n, case=case)
+                out.append(_at_most(f"in-kernel hepbpf/P, IPv{fam}, {n} rules, {case}", _ratio(h, p), bound,
+                                    detail=f"{h:.0f} ns vs P {p:.0f} ns" if h and p else ""))
+    # tc egress against its own parse-only baseline, same bounds (G4).
+    tp = _micro(micro, "TC_P", hook="tc")
+    for n, bound in bounds.items():
+        h = _micro(micro, "hepbpf", hook="tc", n=n, case="none")
+        out.append(_at_most(f"in-kernel tc egress hepbpf/TC_P, IPv4, {n} rules, none", _ratio(h, tp), bound,
+                            detail=f"{h:.0f} ns vs {tp:.0f} ns" if h and tp else ""))
+    # Against the straight-line program.
+    for case in ("none", "last"):
+        h100, l100 = _micro(micro, "hepbpf", n=100, case=case), _micro(micro, "LIN", n=100, case=case)
+        out.append(_at_most(f"hepbpf/LIN at 100 rules, {case} (no slower)", _ratio(h100, l100), 1.0,
+                            detail=f"{h100:.0f} vs {l100:.0f} ns" if h100 and l100 else ""))
+        h1k, l1k = _micro(micro, "hepbpf", n=1000, case=case), _micro(micro, "LIN", n=1000, case=case)
+        out.append(_at_least(f"LIN/hepbpf at 1,000 rules, {case} (faster)", _ratio(l1k, h1k), 10,
+                             detail=f"{l1k:.0f} vs {h1k:.0f} ns" if h1k and l1k else ""))
+    # End to end on veth.
+    floor = _live(live, "xdp-drop", 0, "-")
+    for n, bound in ((10, 0.8), (10000, 0.5)):
+        for case in ("none", "last"):
+            h = _live(live, "hepbpf", n, case)
+            out.append(_at_least(f"veth rate hepbpf/XDP-drop floor, {n} rules, {case}", _ratio(h, floor), bound,
+                                 unit="", detail=f"{h:.2f} vs {floor:.2f} Mpps" if h and floor else ""))
+    for engine, n, bound in (("ipt-legacy", 1000, 20), ("nft-linear", 1000, 50)):
+        for case in ("none", "last"):
+            h, o = _live(live, "hepbpf", n, case), _live(live, engine, n, case)
+            out.append(_at_least(f"veth rate hepbpf/{engine}, {n} rules, {case}", _ratio(h, o), bound,
+                                 detail=f"{h:.3f} vs {o:.3f} Mpps" if h and o else ""))
+    for n in (10, 100, 1000, 10000):
+        for case in ("none", "last"):
+            h, o = _live(live, "hepbpf", n, case), _live(live, "nft-set", n, case)
+            out.append(_at_least(f"veth rate hepbpf/nft-set, {n} rules, {case}", _ratio(h, o), 3,
+                                 detail=f"{h:.3f} vs {o:.3f} Mpps" if h and o else ""))
+    # A 100,000-CIDR source set against a plain LPM trie, random keys.
+    cidr = data.get("cidr_set") or {}
+    out.append(_at_most("100k-CIDR set / plain LPM trie lookup, random keys",
+                        _ratio(cidr.get("hepbpf_ns"), cidr.get("lpm_ns")), 0.5,
+                        detail=cidr.get("detail", "")))
+    # Updates and scale.
+    upd = data.get("updates") or {}
+    for k, seconds in sorted((upd.get("cidr_s") or {}).items(), key=lambda kv: int(kv[0])):
+        budget = 1e-3 + 1e-6 * int(k)
+        out.append(_at_most(f"update of {int(k):,} CIDRs in a 100k set (no reload)", seconds * 1e3,
+                            budget * 1e3, unit=" ms"))
+    out.append(_at_most("update of 1 rule in a 10,000-rule policy", None if upd.get("rule_s") is None
+                        else upd["rule_s"] * 1e3, 100, unit=" ms", detail=upd.get("rule_detail", "")))
+    scale = data.get("scale") or {}
+    out.append(_at_most("compile + attach 10k rules + 100k CIDRs", scale.get("total_s"), 2, unit=" s",
+                        detail=scale.get("detail", "")))
+    return out
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def write(data: dict, out_dir: Path) -> tuple[Path, Path | None]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = dict(data, verdicts=[v.as_json() for v in verdicts(data)])
+    js = out_dir / "bench.json"
+    js.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    return js, plot(data, out_dir / "bench.png")
+
+
+def plot(data: dict, path: Path) -> Path | None:
+    """ns/packet against rules, log-log: in-kernel (left), end to end (right)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    micro, live = data.get("micro", []), data.get("live", [])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for engine, hook, case, style in (("hepbpf", "xdp", "none", "o-"), ("hepbpf", "xdp", "last", "o--"),
+                                      ("hepbpf", "tc", "none", "s-"), ("LIN", "xdp", "none", "^-"),
+                                      ("LIN", "xdp", "last", "^--")):
+        pts = sorted((r["n"], r["median"]) for r in micro if (r["engine"], r["hook"], r["case"], r["family"])
+                     == (engine, hook, case, 4) and not math.isnan(r["median"]))
+        if pts:
+            a.plot(*zip(*pts), style, label=f"{engine} {hook} {case}")
+    for engine, ls in (("E", ":"), ("P", "-.")):
+        v = _micro(micro, engine)
+        if v:
+            a.axhline(v, linestyle=ls, color="grey", label=f"{engine} (XDP {'empty' if engine == 'E' else 'parse only'})")
+    a.set(xscale="log", yscale="log", xlabel="rules", ylabel="ns per packet (BPF_PROG_TEST_RUN)",
+          title="in-kernel cost, IPv4")
+    a.legend(fontsize=7)
+    for engine, style in (("hepbpf", "o-"), ("nft-set", "s-"), ("ipt-legacy", "^-"), ("nft-linear", "v-")):
+        pts = {}
+        for r in live:
+            if r["engine"] == engine and r["case"] == "last" and r["family"] == 4 and r["mpps"]:
+                pts.setdefault(r["n"], []).append(1e3 / r["mpps"])
+        if pts:
+            xs = sorted(pts)
+            b.plot(xs, [sorted(pts[x])[len(pts[x]) // 2] for x in xs], style, label=f"{engine} (last rule)")
+    floor = _live(live, "xdp-drop", 0, "-")
+    if floor:
+        b.axhline(1e3 / floor, linestyle=":", color="grey", label="XDP drop-all floor")
+    b.set(xscale="log", yscale="log", xlabel="rules", ylabel="ns per packet (1 / veth drop rate)",
+          title="end to end on veth, sender included")
+    b.legend(fontsize=7)
+    m = data.get("machine", {})
+    fig.suptitle(f"hepbpf bench, {m.get('date', '')}: {m.get('cpu', '')}, {m.get('cpus', '')} CPUs, "
+                 f"kernel {m.get('kernel', '')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def text(data: dict) -> str:
+    lines = ["", "targets (ratios from this run):"]
+    vs = verdicts(data)
+    lines += [v.line() for v in vs]
+    met = sum(1 for v in vs if v.met)
+    missed = sum(1 for v in vs if v.met is False)
+    unmeasured = sum(1 for v in vs if v.met is None)
+    lines.append(f"  {met} met, {missed} missed, {unmeasured} not measured")
+    return "\n".join(lines)
