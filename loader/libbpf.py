@@ -1145,19 +1145,27 @@ class Program(_FdHolder):
             raise BpfError(f"bpf_program__fd({self.name})", -fd, hint="the object is not loaded yet")
         return fd
 
-    def test_run(self, data: bytes, repeat: int = 1, ctx: bytes | None = None) -> tuple[int, bytes, int]:
+    def test_run(self, data: bytes, repeat: int = 1, ctx: bytes | None = None, *, flags: int = 0,
+                 batch_size: int = 0) -> tuple[int, bytes, int]:
         """BPF_PROG_TEST_RUN: (return value, data out, average ns per run).
         XDP needs at least an Ethernet header (14 bytes) of data. ``ctx``:
         the context to run with (e.g. a struct __sk_buff with
-        ingress_ifindex set, for tc programs)."""
+        ingress_ifindex set, for tc programs). ``flags``: BPF_F_TEST_* (with
+        BPF_F_TEST_XDP_LIVE_FRAMES, XDP verdicts act for real: redirected
+        frames leave through the caller's network namespace, and there is
+        no data out). ``batch_size``: frames per batch in live mode (0: the
+        kernel's default, 64)."""
+        live = bool(flags & 2)  # BPF_F_TEST_XDP_LIVE_FRAMES
         # Room for what bpf_xdp_adjust_head/tail may add; too small -> ENOSPC.
-        out_size = len(data) + 4096
-        out = ffi.new("char[]", out_size)
+        out_size = 0 if live else len(data) + 4096
+        out = ffi.new("char[]", max(out_size, 1))
         extra = {}
         if ctx is not None:
             extra = {"ctx_in": _bytes(ctx), "ctx_size_in": len(ctx)}
+        if not live:
+            extra.update(data_out=out, data_size_out=out_size)
         opts = _opts("struct bpf_test_run_opts", data_in=_bytes(data), data_size_in=len(data),
-                     data_out=out, data_size_out=out_size, repeat=repeat, **extra)
+                     repeat=repeat, flags=flags, batch_size=batch_size, **extra)
         _call(f"bpf_prog_test_run_opts({self.name})", lib.bpf_prog_test_run_opts, self.fd, opts)
         return opts.retval, bytes(ffi.buffer(out, opts.data_size_out)), opts.duration
 
