@@ -131,6 +131,11 @@ def cmd_attach(args) -> int:
         socket.if_nametoindex(args.iface)
     except OSError:
         raise CliError(f"{args.iface}: no such interface in this network namespace") from None
+    if args.command == "apply":
+        from hepbpf.loader.attach import status
+
+        if not any(st["attached"] for st in status(args.iface)):
+            raise CliError(f"{args.iface}: hepbpf is not attached; `hepbpf attach` it first")
     events = EventSettings(log=not args.no_events, drops=not args.no_events, rate=args.event_rate,
                            burst=args.event_burst or 2 * args.event_rate, buffer=args.event_buffer)
     if events.problem():
@@ -150,21 +155,28 @@ def cmd_attach(args) -> int:
     result = confirm.attach_inputs(args.iface, compiled, inputs, mode=args.mode)
     t2 = time.monotonic()
     if args.confirm_within is not None:
-        pid = confirm.arm(args.iface, args.confirm_within, result.prog_id, rollback)
+        # The token names this attach: an update in place keeps the prog id.
+        pid = confirm.arm(args.iface, args.confirm_within, time.time_ns(), rollback)
         result.notes.append(f"PENDING: run `hepbpf confirm {args.iface}` within {args.confirm_within:g} s, or "
                             f"the {'previous policy comes back' if rollback else 'interface is detached'} "
                             f"(watchdog pid {pid})")
     elif confirm.cancel(args.iface):
         result.notes.append("note: this attach replaces a pending (unconfirmed) one; no rollback will happen")
     ing, eg = compiled.views[CHAIN_INGRESS], compiled.views[CHAIN_EGRESS]
-    verb = "replaced policy on" if result.replaced else "attached to"
-    if args.audit:
-        verb = f"AUDIT MODE (nothing is dropped; would-be drops are reported): {verb}"
-    print(f"{verb} {args.iface} (XDP {result.mode} mode, prog id {result.prog_id}; egress {result.tc_mechanism}, "
-          f"prog id {result.tc_prog_id}): host endpoint {ing.hep.name}, "
-          f"{sum(len(t.policies) for t in ing.tiers)} ingress and {sum(len(t.policies) for t in eg.tiers)} "
-          f"egress policies, {len(compiled.image.slots)} slots; compile {1000 * (t1 - t0):.0f} ms, "
-          f"load+attach {1000 * (t2 - t1):.0f} ms")
+    up = result.update
+    audit = "AUDIT MODE (nothing is dropped; would-be drops are reported): " if args.audit else ""
+    what = (f"host endpoint {ing.hep.name}, {sum(len(t.policies) for t in ing.tiers)} ingress and "
+            f"{sum(len(t.policies) for t in eg.tiers)} egress policies, {len(compiled.image.slots)} slots; "
+            f"compile {1000 * (t1 - t0):.0f} ms")
+    if up is not None and not up.reloaded:
+        print(f"{audit}updated {args.iface} in {1000 * up.effect_seconds:.1f} ms: {up.written} entries written, "
+              f"{up.deleted} deleted, generation {up.generation} (no reload; then {1000 * up.settle_seconds:.1f} ms "
+              f"for packets in flight) (prog id {result.prog_id}): {what}")
+    else:
+        verb = "replaced policy on" if result.replaced else "attached to"
+        why = f" (reload: {up.reason})" if result.replaced and up is not None and up.reason else ""
+        print(f"{audit}{verb} {args.iface}{why} in {1000 * (t2 - t1):.0f} ms (XDP {result.mode} mode, prog id "
+              f"{result.prog_id}; egress {result.tc_mechanism}, prog id {result.tc_prog_id}): {what}")
     for note in result.notes:
         print(note, file=sys.stderr)
     print(f"pinned under {result.pin_dir}")
@@ -280,6 +292,9 @@ def cmd_status(args) -> int:
             print(f"  conntrack: {ct['flows']} flows of {ct['size']}; " +
                   ", ".join(f"{k} {v}" for k, v in ct["events"].items()))
         print(f"  pinned under {st['pin_dir']}; attached {st['attached_at']}")
+        if st.get("updated_at"):
+            print(f"  policy updated in place {st['updated_at']} ({st.get('serial', 0)} updates since the load), "
+                  f"generation {st.get('generation', 0)}")
         print(f"  {'reason':<16} {'packets':>12} {'bytes':>14}")
         for reason, c in st["reasons"].items():
             print(f"  {reason:<16} {c['packets']:>12} {c['bytes']:>14}")
@@ -313,30 +328,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     node_default = socket.gethostname()
 
-    a = sub.add_parser("attach", help="compile policy and enforce it on an interface")
-    a.add_argument("iface")
-    a.add_argument("files", nargs="+", metavar="FILE")
-    a.add_argument("--node", default=node_default, help="node name of the host endpoints (default: hostname)")
+    a = sub.add_parser("attach", help="compile policy and enforce it on an interface (again: update it)")
+    ap = sub.add_parser("apply", help="update the policy of an attached interface: only what changed, "
+                                      "one atomic switch (a reload only if it does not fit)")
+    for q in (a, ap):
+        q.add_argument("iface")
+        q.add_argument("files", nargs="+", metavar="FILE")
+        q.add_argument("--node", default=node_default, help="node name of the host endpoints (default: hostname)")
+        q.add_argument("--conntrack-size", type=_positive, default=65536, metavar="N",
+                       help="flows the conntrack table holds; when full, the least recently used go")
+        q.add_argument("--audit", action="store_true",
+                       help="drop nothing: packets the policy denies pass, reported as would-drop events "
+                            "(per policy: annotation hepbpf.io/audit: \"true\")")
+        q.add_argument("--confirm-within", type=float, metavar="SECONDS",
+                       help="roll back to the previous state unless `hepbpf confirm IFACE` runs in time")
+        q.add_argument("--event-rate", type=_positive, default=1000, metavar="N",
+                       help="events (Log records, drops) per second per CPU at most; the rest are counted")
+        q.add_argument("--event-burst", type=_positive, default=None, metavar="N",
+                       help="events allowed at once after a quiet spell (default: 2 x rate)")
+        q.add_argument("--event-buffer", type=_positive, default=256 * 1024, metavar="BYTES",
+                       help="event ring size, a power of 2 (default 256 KiB)")
+        q.add_argument("--no-events", action="store_true", help="report nothing through the event ring")
+        q.set_defaults(func=cmd_attach, mode="auto", egress="auto")
     a.add_argument("--mode", choices=("native", "generic", "auto"), default="auto",
                    help="XDP mode; auto tries native, then generic, and says which it got")
     a.add_argument("--egress", choices=("auto", "tcx", "clsact"), default="auto",
                    help="how the egress program is attached; auto: tcx where the kernel has it and "
                         "a persistent bpffs holds its link, else clsact")
-    a.add_argument("--conntrack-size", type=_positive, default=65536, metavar="N",
-                   help="flows the conntrack table holds; when full, the least recently used go")
-    a.add_argument("--audit", action="store_true",
-                   help="drop nothing: packets the policy denies pass, reported as would-drop events "
-                        "(per policy: annotation hepbpf.io/audit: \"true\")")
-    a.add_argument("--confirm-within", type=float, metavar="SECONDS",
-                   help="roll back to the previous state unless `hepbpf confirm IFACE` runs in time")
-    a.add_argument("--event-rate", type=_positive, default=1000, metavar="N",
-                   help="events (Log records, drops) per second per CPU at most; the rest are counted")
-    a.add_argument("--event-burst", type=_positive, default=None, metavar="N",
-                   help="events allowed at once after a quiet spell (default: 2 x rate)")
-    a.add_argument("--event-buffer", type=_positive, default=256 * 1024, metavar="BYTES",
-                   help="event ring size, a power of 2 (default 256 KiB)")
-    a.add_argument("--no-events", action="store_true", help="report nothing through the event ring")
-    a.set_defaults(func=cmd_attach)
 
     y = sub.add_parser("sync", help="reload the host's addresses (ingress tells forwarded packets by them)")
     y.add_argument("iface")

@@ -87,20 +87,21 @@ def sample(states, at: float | None = None, wall: float | None = None) -> Sample
 
 def rows(prev: Sample | None, cur: Sample) -> list[Row]:
     """Every rule slot of ``cur``, with rates from ``prev``. A slot's rate
-    is unknown when the interface's program changed (a replaced policy
-    numbers its slots anew) or its counter went backwards."""
+    is unknown when the interface's policy changed (a replaced or updated
+    policy numbers its slots anew and starts its counters at 0) or its
+    counter went backwards."""
     dt = cur.at - prev.at if prev is not None else 0.0
     before: dict[tuple, tuple[int, int]] = {}
     progs: dict[str, object] = {}
     if prev is not None and dt > 0:
         for st in prev.states:
-            progs[st.get("iface")] = st.get("prog_id")
+            progs[st.get("iface")] = (st.get("prog_id"), st.get("serial"))
             for r in st.get("rules") or ():
                 before[(st.get("iface"), r.get("chain"), r.get("slot"))] = (r.get("packets", 0), r.get("bytes", 0))
     out = []
     for st in cur.states:
         iface = st.get("iface") or "?"
-        same_prog = iface in progs and progs[iface] == st.get("prog_id")
+        same_prog = iface in progs and progs[iface] == (st.get("prog_id"), st.get("serial"))
         for r in st.get("rules") or ():
             pk, by = int(r.get("packets") or 0), int(r.get("bytes") or 0)
             old = before.get((iface, r.get("chain"), r.get("slot"))) if same_prog else None

@@ -5,11 +5,15 @@ Model: one object, two programs. XDP (ingress) is attached through netlink
 through a tcx link pinned with the rest, or a clsact filter where no
 persistent bpffs is reachable or the kernel has no tcx (loader/tc.py). The
 programs and maps are pinned under ``<bpffs>/hepbpf/[netns-<inode>/]<iface>/``
-so later commands find them. Replacing a policy loads a complete new object
-that shares the old one's conntrack table (so established flows stay
-established) and swaps it in: XDP with XDP_FLAGS_REPLACE, tc with a link
-update or an in-place filter replace; each hook sees the old policy or the
-new one, never a mix, and if the second swap fails the first is undone.
+so later commands find them. Replacing a policy updates the loaded object
+in place when the new policy fits it (datapath.Generations: the changed
+entries of the generation no packet reads, then one switch; the record of
+what each generation holds is kept beside the state, ``<iface>.gen``).
+Otherwise it loads a complete new object that shares the old one's
+conntrack table (so established flows stay established) and swaps it in:
+XDP with XDP_FLAGS_REPLACE, tc with a link update or an in-place filter
+replace; each hook sees the old policy or the new one, never a mix, and if
+the second swap fails the first is undone.
 The interface's attachments, not the pins, are the truth: status and
 detach work even where the pins are gone.
 
@@ -39,11 +43,11 @@ from hepbpf.compiler.mapimage import CHAIN_INGRESS, CHAIN_NAMES, SLOT_AUDIT
 from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import conntrack, libbpf, tc
-from .datapath import load_image
-from .encode import CT_DEFAULT_SIZE, EventSettings, local_key
+from .datapath import Datapath, Generations, UpdateResult, fit_problem, load_image
+from .encode import CT_DEFAULT_SIZE, Capacity, EventSettings, dump_generations, load_generations, local_key
 from .events import event_totals, read_ev_stats
-from .mapnames import (ALL_MAPS, CT, CT_STATS, EV_STATS, EVENTS, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS,
-                       XDP_PROGRAM)
+from .mapnames import (ALL_MAPS, CT, CT_STATS, EV_STATS, EVENTS, GEN, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS,
+                       SYNC, UPDATE_MAPS, XDP_PROGRAM)
 from .netdev import local_nets
 from .percpu import read_stats
 
@@ -64,6 +68,7 @@ class AttachResult:
     notes: list[str] = field(default_factory=list)
     tc_mechanism: str | None = None
     tc_prog_id: int | None = None
+    update: UpdateResult | None = None  # what changed, how, how long (also for a reload)
 
 
 def _mount_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
@@ -185,6 +190,26 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
                               f"the mode to {mode}")
         mode = current["mode"]
     old_tc = tc.query(ifindex)
+    t0 = time.monotonic()
+    reload_reason = None
+    if replace_id is not None:
+        res, reload_reason = _update_in_place(iface, replace_id, compiled, ct_size=ct_size, events=events,
+                                              audit=audit, t0=t0)
+        if res is not None:
+            st = read_state(iface) or {}
+            _write_state(iface, ifindex, mode, replace_id, Path(st.get("pin_dir") or pin_dir(iface)), compiled,
+                         node, sources, tc={"mechanism": st.get("tc_mechanism"), "prog_id": st.get("tc_prog_id"),
+                                            "link_id": st.get("tc_link_id"),
+                                            "created_qdisc": st.get("tc_created_qdisc", False)},
+                         extra={"audit": audit, "event_settings": asdict(events), "generation": res.generation,
+                                "slot_stride": st.get("slot_stride"), "serial": st.get("serial", 0) + 1,
+                                "attached_at": st.get("attached_at"),
+                                "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            if inputs is not None:
+                _write_json(side_path(iface, "inputs"), inputs)
+            remove_side(iface, "rollback")
+            return AttachResult(mode, replace_id, st.get("pin_dir") or "", True, notes, st.get("tc_mechanism"),
+                                st.get("tc_prog_id"), res)
     root = bpffs_root(notes)
     pins = pin_dir(iface, root)
     staging = pins.with_name(pins.name + "-new")
@@ -234,14 +259,96 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
         prog_id = libbpf.prog_info(dp.prog_fd)["id"]
         _remove_pins(pins, prune=False)
         os.rename(staging, pins)
+        _write_generations(iface, dp, prog_id, ct_size, events)
         _write_state(iface, ifindex, got, prog_id, pins, compiled, node, sources,
                      tc={"mechanism": eg.mechanism, "prog_id": eg.prog_id, "link_id": eg.link_id,
                          "created_qdisc": created_qdisc},
-                     extra={"audit": audit, "event_settings": asdict(events)})
+                     extra={"audit": audit, "event_settings": asdict(events), "generation": 0,
+                            "slot_stride": dp.enc.capacity.slot_stride, "serial": 0})
         if inputs is not None:
             _write_json(side_path(iface, "inputs"), inputs)
         remove_side(iface, "rollback")  # an earlier rollback is old news now
-    return AttachResult(got, prog_id, str(pins), replace_id is not None, notes, eg.mechanism, eg.prog_id)
+    end = time.monotonic()
+    n = sum(len(v) for v in dp.enc.content.maps.values())
+    res = UpdateResult(end - t0, end - t0, n, 0, True, reload_reason or ("first attach" if replace_id is None else None))
+    return AttachResult(got, prog_id, str(pins), replace_id is not None, notes, eg.mechanism, eg.prog_id, res)
+
+
+def _write_generations(iface: str, dp: Datapath, prog_id: int, ct_size: int, events: EventSettings) -> None:
+    """The record an update in place starts from: what the object can hold,
+    its rodata, which generation is active, what each one holds."""
+    g = dp.generations
+    meta = {"prog_id": prog_id, "capacity": asdict(g.capacity), "rodata": dp.enc.rodata, "active": g.active,
+            "ct_size": ct_size, "event_buffer": events.buffer}
+    path = side_path(iface, "gen")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(dump_generations(meta, g.held))
+    os.replace(tmp, path)
+
+
+def _update_in_place(iface: str, prog_id: int, compiled: Compiled, *, ct_size: int, events: EventSettings,
+                     audit: bool, t0: float) -> tuple[UpdateResult | None, str | None]:
+    """Update the attached object's inactive generation and switch to it:
+    (result, None), or (None, why a reload is needed). The record is marked
+    dirty while the maps change, so a failure half way makes the next
+    attach reload rather than trust it."""
+    dirty = side_path(iface, "gen-dirty")
+    if dirty.exists():
+        return None, "an earlier update did not finish"
+    try:
+        meta, held = load_generations(side_path(iface, "gen").read_bytes())
+    except (OSError, ValueError):
+        return None, "no record of what the loaded object holds"
+    if meta.get("prog_id") != prog_id:
+        return None, "the record is of another program"
+    if meta.get("ct_size") != ct_size:
+        return None, f"conntrack size changed to {ct_size}"
+    if meta.get("event_buffer") != events.buffer:
+        return None, f"event buffer changed to {events.buffer}"
+    maps = maps_of(prog_id, UPDATE_MAPS)
+    try:
+        if set(maps) != set(UPDATE_MAPS):
+            return None, "the loaded object predates updates in place"
+        maps[GEN] = Generations.gen_map(maps[SYNC])
+        gens = Generations(maps, Capacity(**meta["capacity"]), held)
+        if gens.active != meta["active"]:
+            return None, "the record does not match the active generation"
+        new = gens.content(compiled.image)
+        options = {"local_nets": (), "ct_size": ct_size, "events": events, "audit": audit}
+        problem = fit_problem(gens.capacity, meta["rodata"], new, compiled.image, options)
+        if problem:
+            return None, problem
+        dirty.write_text(str(os.getpid()))
+        res = gens.update(new, t0)
+        meta["active"] = res.generation
+        path = side_path(iface, "gen")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(dump_generations(meta, gens.held))
+        os.replace(tmp, path)
+        dirty.unlink()
+        return res, None
+    finally:
+        for m in maps.values():
+            m.close()
+
+
+def update(target: str | Datapath, compiled: Compiled) -> UpdateResult:
+    """Make ``target`` (an attached interface, or a loaded Datapath)
+    enforce ``compiled``: in place when it fits, else by reloading. An
+    interface keeps the options it was attached with (node, audit,
+    events, conntrack size)."""
+    if isinstance(target, Datapath):
+        return target.update(compiled.image)
+    st = read_state(target)
+    if st is None:
+        raise AttachError(f"{target}: hepbpf is not attached")
+    inputs = read_side(target, "inputs") or {}
+    res = attach(target, compiled, mode="auto", node=st["node"], sources=st["sources"],
+                 ct_size=inputs.get("ct_size", CT_DEFAULT_SIZE), tc_mechanism=inputs.get("egress", "auto"),
+                 audit=st.get("audit", False), events=EventSettings(**st.get("event_settings", {})))
+    assert res.update is not None
+    return res.update
 
 
 def _attach_new(ifindex: int, fd: int, mode: str, notes: list[str]) -> str:
@@ -300,7 +407,6 @@ def _write_state(iface, ifindex, mode, prog_id, pins, compiled: Compiled, node, 
         "sources": [os.path.abspath(s) if s != "-" else "-" for s in sources],
         "host_endpoint": view.hep.name if view.hep else None,
         "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "slot_stride": img.slot_stride,
         "slots": [
             {"chain": CHAIN_NAMES[s.chain], "slot": s.slot, "action": s.action, "reason": s.reason_name,
              "stage": s.stage, "tier": s.tier, "policy": s.policy, "rule": s.rule,
@@ -394,7 +500,7 @@ def detach(iface: str) -> bool:
     with contextlib.suppress(FileNotFoundError):
         state_path(iface).unlink()
         removed = True
-    for what in ("inputs", "pending", "rollback", "watchdog.log"):
+    for what in ("inputs", "pending", "rollback", "watchdog.log", "gen", "gen-dirty"):
         remove_side(iface, what)
     # Leave no empty per-namespace state directory behind.
     with contextlib.suppress(OSError):
@@ -475,6 +581,7 @@ def _counters(st: dict) -> dict:
     maps = maps_of(st["prog_id"], (REASON_STATS, RULE_STATS, CT, CT_STATS, EV_STATS))
     nreasons = len(REASON_NAMES)
     stride = st.get("slot_stride", 0)
+    gen = st.get("generation", 0)  # the rule counters of the policy packets meet now
     try:
         per_chain = read_stats(maps[REASON_STATS], 2 * nreasons)
         for r in range(nreasons):
@@ -484,7 +591,7 @@ def _counters(st: dict) -> dict:
         by_chain = {"ingress": per_chain[:nreasons], "egress": per_chain[nreasons:]}
         for chain_no, chain in enumerate(("ingress", "egress")):
             slots = [s for s in st["slots"] if s["chain"] == chain]
-            stats = read_stats(maps[RULE_STATS], len(slots), first=chain_no * stride)
+            stats = read_stats(maps[RULE_STATS], len(slots), first=(gen * 2 + chain_no) * stride)
             for s, (pk, by) in zip(slots, stats):
                 rules.append({**s, "packets": pk, "bytes": by})
         stages: dict[str, dict[str, int]] = {}

@@ -1,10 +1,16 @@
 """A loaded hepbpf object with its policy maps filled from a MapImage.
 
 Lifecycle (each step undone on failure): open the object -> size the maps
-and set the rodata config -> load (verify) -> fill the maps. Attaching is
-attach.py's business; ``explain --kernel`` and the tests use a Datapath
-unattached, through BPF_PROG_TEST_RUN: the XDP program for the ingress
-chain, the tc program for the egress chain.
+and set the rodata config -> load (verify) -> fill the maps (both
+generations). Attaching is attach.py's business; ``explain --kernel`` and
+the tests use a Datapath unattached, through BPF_PROG_TEST_RUN: the XDP
+program for the ingress chain, the tc program for the egress chain.
+
+Updates (``Datapath.update``, and attach.update for an interface) go
+through ``Generations``: write the changed entries of the generation no
+packet reads, zero its rule counters, switch hep_gen_v1 to it, wait for the
+packets still judged by the other one (maps.h), done. A policy that does
+not fit the loaded object's capacity or rodata reloads it instead.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import ipaddress
 import struct
 import sys
+import time
 from dataclasses import dataclass
 
 from hepbpf.compiler.mapimage import CHAIN_INGRESS, MapImage
@@ -20,10 +27,12 @@ from hepbpf.compiler.packet import Packet
 from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import abi, conntrack
-from .encode import CT_DEFAULT_SIZE, EncodedImage, EventSettings, encode, local_key
+from .encode import (CT_DEFAULT_SIZE, Capacity, Content, EncodedImage, EventSettings, Placement, content,
+                     encode, local_key)
 from .frames import frame
-from .libbpf import BpfObject
-from .mapnames import CLASS, CT, LOCAL4, LOCAL6, NOTES, POLICY_MAPS, TC_PROGRAM, TRACE, XDP_OBJECT, XDP_PROGRAM
+from .libbpf import BpfObject, Map
+from .mapnames import (CLASS, CT, EVENTS, GEN, LOCAL4, LOCAL6, NOTES, RULE_STATS, SYNC, TC_PROGRAM, TRACE,
+                       UPDATE_MAPS, XDP_OBJECT, XDP_PROGRAM)
 from .percpu import per_cpu
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -41,16 +50,139 @@ class KernelVerdict:
     reason: str
     slot: int | None
     notes: tuple[tuple[int, bool], ...] = ()  # (slot, audited) of Log and audited slots passed
+    gen: int = 0  # the generation that judged it
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """One policy update. ``seconds``: the whole call (encoding, writes,
+    switch, wait); ``effect_seconds``: from the call until every new packet
+    met the new policy (the switch, or the program swap of a reload);
+    ``settle_seconds``: the wait after the switch for packets still judged
+    by the old generation; ``encode_seconds``: of effect_seconds, the part
+    spent in Python encoding and comparing the policy (O(policy); the
+    kernel writes are O(change)). ``reason``: why the object was reloaded."""
+
+    seconds: float
+    effect_seconds: float
+    written: int
+    deleted: int
+    reloaded: bool
+    reason: str | None = None
+    generation: int = 0
+    settle_seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+
+def _u32(x: int) -> bytes:
+    return x.to_bytes(4, sys.byteorder)
+
+
+class Generations:
+    """The two policy generations of one loaded object: what each holds
+    (None: unknown), which one packets read, and the switch between them.
+    ``maps``: the UPDATE_MAPS of the object, and GEN."""
+
+    def __init__(self, maps: dict[str, Map], capacity: Capacity, held: list[Content | None]):
+        self.maps = maps
+        self.capacity = capacity
+        self.held = held
+
+    @staticmethod
+    def gen_map(sync: Map) -> Map:
+        """hep_gen_v1 of an object whose other maps came by id: the map
+        hep_sync_v1 holds (a lookup there gives the inner map's id)."""
+        return Map.from_id(int.from_bytes(sync.lookup(_u32(0)), sys.byteorder))
+
+    @property
+    def active(self) -> int:
+        return int.from_bytes(self.maps[GEN].lookup(_u32(0)), sys.byteorder)
+
+    def plan(self, gen: int, new: Content) -> tuple[dict, dict, list[bytes]]:
+        """What write() does: (writes, deletes, rule counter keys)."""
+        place = Placement(self.capacity, gen)
+        writes, deletes = place.changes(new, self.held[gen])
+        return writes, deletes, place.rule_stat_keys(new)
+
+    def write(self, gen: int, new: Content, plan: tuple | None = None) -> tuple[int, int]:
+        """Make generation ``gen`` (which no packet reads) hold ``new``;
+        zero its rule counters. Returns (entries written, deleted)."""
+        writes, deletes, counters = plan or self.plan(gen, new)
+        self.held[gen] = None  # half written until this returns
+        deleted = 0
+        for name, keys in deletes.items():
+            m = self.maps[name]
+            deleted += sum(m.delete(k) for k in keys)
+        written = 0
+        for name, (keys, values) in writes.items():
+            self.maps[name].update_batch(keys, values)
+            written += len(keys)
+        stats = self.maps[RULE_STATS]
+        stats.update_batch(counters, [bytes(stats.value_buffer_size)] * len(counters))
+        self.held[gen] = new
+        return written, deleted
+
+    def switch(self, gen: int) -> float:
+        """Make packets read generation ``gen``; return once none reads the
+        other one (maps.h: storing into hep_sync_v1 waits an RCU grace
+        period). Returns the seconds that wait took."""
+        gm = self.maps[GEN]
+        gm.update(_u32(0), _u32(gen))
+        t = time.monotonic()
+        self.maps[SYNC].update(_u32(0), _u32(gm.fd))
+        return time.monotonic() - t
+
+    def content(self, image: MapImage) -> Content:
+        """``image`` encoded for the generation the next update writes
+        (class ids kept where that generation has the same vectors)."""
+        return content(image, like=self.held[1 - self.active])
+
+    def update(self, new: Content, t0: float) -> UpdateResult:
+        """Write the inactive generation, switch to it. ``new``: from
+        content(), while this generation was still the inactive one.
+        ``t0``: when the update began (monotonic), for the result's times."""
+        gen = 1 - self.active
+        plan = self.plan(gen, new)
+        t1 = time.monotonic()
+        written, deleted = self.write(gen, new, plan)
+        settle = self.switch(gen)
+        end = time.monotonic()
+        return UpdateResult(end - t0, end - settle - t0, written, deleted, False, None, gen, settle, t1 - t0)
 
 
 class Datapath:
-    def __init__(self, obj: BpfObject, image: MapImage, enc: EncodedImage):
+    def __init__(self, obj: BpfObject, image: MapImage, enc: EncodedImage, options: dict | None = None):
         self.obj = obj
         self.image = image
         self.enc = enc
+        self.options = options or {}  # what load_image was given, for a reload
         self.prog = obj.program(XDP_PROGRAM)
         self.tc_prog = obj.program(TC_PROGRAM)
         self._slots = {(e.chain, e.slot): e for e in image.slots}
+        self.generations = Generations({**{n: obj.map(n) for n in UPDATE_MAPS}, GEN: obj.map(GEN)},
+                                       enc.capacity, [enc.content, enc.content])
+
+    def update(self, image: MapImage) -> UpdateResult:
+        """Judge packets by ``image`` from now on: in place if it fits the
+        loaded object (a packet meets the old policy or the new one, never
+        a mix), else by loading a new object (sharing conntrack and the
+        event ring); the programs then change, so re-read ``prog``."""
+        t0 = time.monotonic()
+        new = self.generations.content(image)
+        reason = fit_problem(self.enc.capacity, self.enc.rodata, new, image, self.options)
+        if reason is None:
+            res = self.generations.update(new, t0)
+            self.image = image
+            self._slots = {(e.chain, e.slot): e for e in image.slots}
+            return res
+        dp = load_image(image, **self.options, reuse={CT: self.obj.map(CT).fd, EVENTS: self.obj.map(EVENTS).fd})
+        old = self.obj
+        self.obj, self.image, self.enc = dp.obj, dp.image, dp.enc
+        self.prog, self.tc_prog, self._slots, self.generations = dp.prog, dp.tc_prog, dp._slots, dp.generations
+        old.close()
+        end = time.monotonic()
+        n = sum(len(v) for v in new.maps.values())
+        return UpdateResult(end - t0, end - t0, n, 0, True, reason, self.generations.active)
 
     @property
     def prog_fd(self) -> int:
@@ -87,7 +219,7 @@ class Datapath:
                 verdict = "allow" if v.verdict == 1 else "deny"
                 if (retval == allow) != (verdict == "allow") and not self.enc.rodata["audit"]:
                     raise RuntimeError(f"the program returned {retval} but traced {verdict}")
-                return KernelVerdict(retval, verdict, REASON_NAMES[v.reason], slot, self._notes())
+                return KernelVerdict(retval, verdict, REASON_NAMES[v.reason], slot, self._notes(), v.gen)
         raise RuntimeError("the program left no trace: was it loaded with trace=True?")
 
     def _notes(self) -> tuple[tuple[int, bool], ...]:
@@ -166,8 +298,9 @@ def load_image(image: MapImage, *, trace: bool = False, local_nets: tuple | None
     map name -> fd of a live map to share instead of creating one (the
     conntrack table and the event ring survive a policy replacement this
     way). ``events``/``audit``: see encode()."""
-    enc = encode(image, trace=trace, local_nets=local_nets, ct_size=ct_size, ct_timeouts=ct_timeouts,
-                 events=events, audit=audit)
+    options = {"trace": trace, "local_nets": local_nets, "ct_size": ct_size, "ct_timeouts": ct_timeouts,
+               "events": events, "audit": audit}
+    enc = encode(image, **options)
     with contextlib.ExitStack() as undo:
         obj = BpfObject.open(object_path())
         undo.callback(obj.close)
@@ -180,11 +313,28 @@ def load_image(image: MapImage, *, trace: bool = False, local_nets: tuple | None
         obj.load()
         fill(obj, enc)
         undo.pop_all()
-    return Datapath(obj, image, enc)
+    return Datapath(obj, image, enc, options)
 
 
 def fill(obj: BpfObject, enc: EncodedImage) -> None:
-    for name in POLICY_MAPS:
-        items = enc.entries[name]
+    """Both generations hold the policy (so the first update writes only
+    what changed); packets read generation 0."""
+    for name, items in enc.local.items():
         if items:
             obj.map(name).update_batch([k for k, _ in items], [v for _, v in items])
+    gens = Generations({n: obj.map(n) for n in UPDATE_MAPS}, enc.capacity, [None, None])
+    for gen in (0, 1):
+        gens.write(gen, enc.content)
+
+
+def fit_problem(capacity: Capacity, rodata: dict, new: Content, image: MapImage, options: dict) -> str | None:
+    """Why ``image`` cannot replace in place the policy of an object of
+    this capacity and rodata, loaded with these load_image ``options``
+    (None: it can): it does not fit the maps, or it needs other rodata."""
+    problem = capacity.problem(new)
+    if problem:
+        return problem
+    want = encode(image, **{**options, "local_nets": () if options.get("local_nets") is not None else None},
+                  capacity=capacity, policy=new).rodata
+    changed = sorted(k for k in want if want[k] != rodata.get(k))
+    return f"settings changed: {', '.join(changed)}" if changed else None

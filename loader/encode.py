@@ -2,17 +2,31 @@
 
 The only place that turns compiler values into the ABI's binary layout, and
 it does so through the cffi types generated from hepbpf_abi.h.
+
+A policy is encoded once as its ``Content``: the entries of the policy maps
+as one generation holds them, with generation-free keys (maps.h: the
+datapath adds the generation's offset). ``Placement`` turns Content into
+the keys of generation 0 or 1 of a loaded object whose sizes are its
+``Capacity``; ``changes`` lists what to write and delete to turn what a
+generation holds into new Content, so an update touches only what changed.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 import sys
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
+from functools import cache
 
 from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
 
 from . import abi
 from .mapnames import ADDR4, ADDR6, CLASS, CT, EVENTS, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS, SLOT
+
+GEN_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT)  # what a generation holds
+LPM_MAPS = (ADDR4, ADDR6)
 
 HEP_SCOPE_BITS = 32
 
@@ -20,14 +34,6 @@ HEP_SCOPE_BITS = 32
 def lpm_prefixlen(net) -> int:
     """The one place an LPM prefix length is computed: scope bits + CIDR."""
     return HEP_SCOPE_BITS + net.prefixlen
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedImage:
-    rodata: dict  # hep_config fields
-    sizes: dict[str, int]  # map name -> max_entries
-    value_sizes: dict[str, int]  # map name -> value size (hep_class_v1)
-    entries: dict[str, list[tuple[bytes, bytes]]]
 
 
 def _u32(x: int) -> bytes:
@@ -79,60 +85,153 @@ def local_key(net) -> bytes:
     return abi.pack("struct hep_local6_key", {"prefixlen": net.prefixlen, "addr": list(net.network_address.packed)})
 
 
-def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = None,
-           ct_size: int = CT_DEFAULT_SIZE, ct_timeouts: dict[str, int] | None = None,
-           events: EventSettings | None = None, audit: bool = False) -> EncodedImage:
-    """``local_nets``: the host's addresses (and broadcast/multicast
-    ranges), whose absence makes an ingress packet forwarded; None: the
-    host's addresses are unknown, every ingress packet is for the host.
-    ``events``: None reports nothing. ``audit``: drop nothing, report what
-    would have been dropped."""
-    ev = events or EventSettings(log=False, drops=False)
-    if ev.problem():
-        raise ValueError(ev.problem())
-    chains = abi.const("HEP_CHAIN_MAX")
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """One policy as a generation holds it. ``maps``: map name -> {key:
+    value}, keys free of the generation: LPM keys with gen 0, array keys
+    the __u32 index within a generation (hep_slot_v1: chain *
+    HEP_MAX_SLOTS + slot, as the stride is the object's). hep_port_v1 is
+    kept as segments, one entry per table (key: the table number, value:
+    __u32 triples lo, hi, class), and hep_class_v1 values as ``nwords``
+    words, padded to the object's when written."""
+
+    nwords: int
+    maps: dict[str, dict[bytes, bytes]]
+
+    def count(self, name: str) -> int:
+        return len(self.maps[name])
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What each generation of a loaded object can hold: rodata and map
+    sizes are fixed at load, so they get room for a policy that grows a
+    little (an update that does not fit reloads the object)."""
+
+    nwords: int
+    classes: int
+    port_tables: int
+    addr4: int
+    addr6: int
+
+    @property
+    def slot_stride(self) -> int:
+        return self.nwords * 64
+
+    @property
+    def port_stride(self) -> int:
+        return self.port_tables * abi.const("HEP_PORT_SPACE")
+
+    @classmethod
+    def with_room(cls, c: Content) -> Capacity:
+        def room(n: int, floor: int) -> int:
+            return n + n // 4 + floor
+
+        # Words get less room than entries: each costs the verifier ~90
+        # instructions (hep_scan's loop is verified word by word).
+        return cls(nwords=min(abi.const("HEP_MAX_WORDS"), c.nwords + max(1, c.nwords // 16)),
+                   classes=room(c.count(CLASS), 16), port_tables=room(c.count(PORT), 1),
+                   addr4=room(c.count(ADDR4), 64), addr6=room(c.count(ADDR6), 64))
+
+    def problem(self, c: Content) -> str | None:
+        """Why ``c`` does not fit, or None."""
+        top = max((int.from_bytes(k, sys.byteorder) for k in c.maps[CLASS]), default=-1) + 1
+        for what, need, have in (("rule words", c.nwords, self.nwords), ("classes", top, self.classes),
+                                 ("port tables", c.count(PORT), self.port_tables),
+                                 ("IPv4 CIDRs", c.count(ADDR4), self.addr4),
+                                 ("IPv6 CIDRs", c.count(ADDR6), self.addr6)):
+            if need > have:
+                return f"{need} {what} do not fit the loaded {have}"
+        return None
+
+    def sizes(self) -> dict[str, int]:
+        gens, chains = abi.const("HEP_GEN_MAX"), abi.const("HEP_CHAIN_MAX")
+        return {ADDR4: gens * self.addr4, ADDR6: gens * self.addr6, PORT: gens * self.port_stride,
+                CLASS: gens * self.classes, SLOT: gens * chains * self.slot_stride,
+                RULE_STATS: gens * chains * self.slot_stride}
+
+
+def _lpm_layout(ctype: str) -> tuple[bytes, int, int]:
+    """(zero key, offset of gen, offset of addr): keys are built by splicing
+    (thousands per policy; a cffi pack each would dominate the encoding)."""
+    f = abi.ffi()
+    addr = f.offsetof(ctype, "addr")
+    assert addr + (4 if "lpm4" in ctype else 16) == f.sizeof(ctype), ctype
+    return abi.pack(ctype), f.offsetof(ctype, "gen"), addr
+
+
+def _lpm_heads(ctype: str):
+    """(prefixlen, chain, side) -> the key bytes before the address."""
+    zero, _, addr = _lpm_layout(ctype)
+    cache: dict[tuple[int, int, int], bytes] = {}
+
+    def head(prefixlen: int, chain: int, side: int) -> bytes:
+        k = (prefixlen, chain, side)
+        if k not in cache:
+            cache[k] = abi.pack(ctype, {"prefixlen": prefixlen, "chain": chain, "side": side})[:addr]
+        return cache[k]
+
+    return head
+
+
+def _class_ids(img: MapImage, like: Content | None) -> tuple[list[int], dict[bytes, bytes]]:
+    """A class id per class of ``img``, and hep_class_v1's entries. With
+    ``like`` (what the generation to be written holds), a class whose
+    vector ``like`` has keeps its id there, so the entries that name it
+    (addresses, protocols, ports) are unchanged and an update writes only
+    what changed; new vectors take the lowest free ids. The compiler
+    numbers classes afresh each time, so one rule more or less would
+    otherwise renumber most of them."""
+    values = []
+    for klass in range(len(img.classes)):
+        lo, hi, words = img.class_words(klass)
+        values.append(abi.pack("struct hep_class", {"lo": lo, "hi": hi}) + array("Q", words).tobytes())
+    if like is None or like.nwords != img.nwords:
+        return list(range(len(values))), {_u32(i): v for i, v in enumerate(values)}
+    old = {v: int.from_bytes(k, sys.byteorder) for k, v in like.maps[CLASS].items()}
+    ids = [old.get(v, -1) for v in values]
+    taken = set(ids)
+    free = (i for i in range(len(values) + len(old)) if i not in taken)
+    ids = [i if i >= 0 else next(free) for i in ids]
+    return ids, {_u32(i): v for i, v in zip(ids, values)}
+
+
+def content(img: MapImage, like: Content | None = None) -> Content:
+    """The generation-free entries of ``img``; ``like``: see _class_ids."""
     sides = abi.const("HEP_SIDE_MAX")
     protos = abi.const("HEP_PROTO_SPACE")
     port_space = abi.const("HEP_PORT_SPACE")
     no_table = abi.const("HEP_NO_PORT_TABLE")
-    stride = img.slot_stride
-    entries: dict[str, list[tuple[bytes, bytes]]] = {
-        k: [] for k in (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)}
+    max_slots = abi.const("HEP_MAX_SLOTS")
+    maps: dict[str, dict[bytes, bytes]] = {k: {} for k in GEN_MAPS}
+    ids, maps[CLASS] = _class_ids(img, like)
+    cid = [_u32(i) for i in ids]
 
-    for net in local_nets or ():
-        entries[LOCAL4 if net.version == 4 else LOCAL6].append((local_key(net), b"\x01"))
-
+    heads = {4: _lpm_heads("struct hep_lpm4_key"), 6: _lpm_heads("struct hep_lpm6_key")}
+    a4, a6 = maps[ADDR4], maps[ADDR6]
     for e in img.addr:
-        key = {"prefixlen": lpm_prefixlen(e.net), "chain": e.chain, "side": e.side}
-        if e.net.version == 4:
-            # __be32: the integer whose host-order bytes are the packed address.
-            key["addr"] = int.from_bytes(e.net.network_address.packed, sys.byteorder)
-            entries[ADDR4].append((abi.pack("struct hep_lpm4_key", key), _u32(e.klass)))
-        else:
-            key["addr"] = list(e.net.network_address.packed)
-            entries[ADDR6].append((abi.pack("struct hep_lpm6_key", key), _u32(e.klass)))
+        net = e.net
+        key = heads[net.version](lpm_prefixlen(net), e.chain, e.side) + net.network_address.packed
+        (a4 if net.version == 4 else a6)[key] = cid[e.klass]
 
+    proto_values: dict[tuple[int, int], bytes] = {}  # most protocols share a few values
     for e in img.proto:
         index = (e.chain * sides + e.side) * protos + e.proto
-        base = no_table if e.port_table is None else e.port_table * port_space
-        entries[PROTO].append((_u32(index), abi.pack("struct hep_proto_ent", {"klass": e.klass, "port_base": base})))
+        v = (ids[e.klass], no_table if e.port_table is None else e.port_table * port_space)
+        if v not in proto_values:
+            proto_values[v] = abi.pack("struct hep_proto_ent", {"klass": v[0], "port_base": v[1]})
+        maps[PROTO][_u32(index)] = proto_values[v]
 
+    tables: dict[int, array] = {}
     for seg in img.ports:
-        value = _u32(seg.klass)
-        base = seg.table * port_space
-        entries[PORT].extend((_u32(base + p), value) for p in range(seg.lo, seg.hi + 1))
+        tables.setdefault(seg.table, array("I")).extend((seg.lo, seg.hi, ids[seg.klass]))
+    maps[PORT] = {_u32(t): segs.tobytes() for t, segs in sorted(tables.items())}
 
-    header = abi.sizeof("struct hep_class")
-    for klass in range(len(img.classes)):
-        lo, hi, words = img.class_words(klass)
-        value = abi.pack("struct hep_class", {"lo": lo, "hi": hi}) + b"".join(
-            w.to_bytes(8, sys.byteorder) for w in words)
-        assert len(value) == header + 8 * img.nwords
-        entries[CLASS].append((_u32(klass), value))
 
     policy_index = {name: i for i, name in enumerate(img.policy_names)}
     for s in img.slots:
-        value = abi.pack("struct hep_slot", {
+        maps[SLOT][_u32(s.chain * max_slots + s.slot)] = abi.pack("struct hep_slot", {
             "action": ACTION_CODES[s.action],
             "reason": s.reason,
             "next": s.next,
@@ -140,18 +239,156 @@ def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = Non
             "policy": policy_index.get(s.policy or "", 0),
             "rule": NO_RULE if s.rule is None else s.rule,
         })
-        entries[SLOT].append((_u32(s.chain * stride + s.slot), value))
+    return Content(img.nwords, maps)
 
+
+def _segments(raw: bytes) -> list[tuple[int, int, int]]:
+    a = array("I")
+    a.frombytes(raw)
+    return [tuple(a[i:i + 3]) for i in range(0, len(a), 3)]
+
+
+def _port_changes(old: bytes | None, new: bytes) -> list[tuple[int, int, int]]:
+    """Port ranges whose class differs between two tables' segments, as
+    (lo, hi, class): a walk over both segment lists, not over 65536 ports.
+    Ports no old segment covers count as changed."""
+    segs = _segments(new)
+    if old is None:
+        return segs
+    prev = _segments(old)
+    out, j = [], 0
+    for lo, hi, klass in segs:
+        p = lo
+        while p <= hi:
+            while j < len(prev) and prev[j][1] < p:
+                j += 1
+            if j < len(prev) and prev[j][0] <= p:
+                end = min(hi, prev[j][1])
+                same = prev[j][2] == klass
+            else:
+                end = min(hi, prev[j][0] - 1) if j < len(prev) else hi
+                same = False
+            if not same:
+                if out and out[-1][1] == p - 1 and out[-1][2] == klass:
+                    out[-1] = (out[-1][0], end, klass)
+                else:
+                    out.append((p, end, klass))
+            p = end + 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where generation ``gen`` lives in an object of capacity ``cap``."""
+
+    cap: Capacity
+    gen: int
+
+    def lpm_key(self, name: str, key: bytes) -> bytes:
+        off = _gen_offset(name)
+        return key[:off] + bytes((self.gen,)) + key[off + 1:]
+
+    def slot_key(self, key: bytes) -> int:
+        """hep_slot_v1 / hep_rulestat_v1 index of a Content slot key."""
+        max_slots = abi.const("HEP_MAX_SLOTS")
+        chain, slot = divmod(int.from_bytes(key, sys.byteorder), max_slots)
+        return (self.gen * abi.const("HEP_CHAIN_MAX") + chain) * self.cap.slot_stride + slot
+
+    def changes(self, new: Content, old: Content | None) -> tuple[dict, dict]:
+        """({map: (keys, values)} to write, {map: keys} to delete) that turn
+        what this generation holds (``old``; None: unknown, write all) into
+        ``new``. Stale array entries stay: nothing of ``new`` leads to
+        them. Stale LPM entries go (they would match), so ``old`` None is
+        for a generation that holds nothing."""
+        writes: dict[str, tuple[list[bytes], list[bytes]]] = {}
+        deletes: dict[str, list[bytes]] = {}
+        g = self.gen
+        per_gen_proto = abi.const("HEP_CHAIN_MAX") * abi.const("HEP_SIDE_MAX") * abi.const("HEP_PROTO_SPACE")
+        port_space = abi.const("HEP_PORT_SPACE")
+        pad = bytes(8 * (self.cap.nwords - new.nwords))
+        for name in GEN_MAPS:
+            have = old.maps[name] if old is not None else {}
+            want = new.maps[name]
+            if name == CLASS and old is not None and old.nwords != new.nwords:
+                have = {}  # the words moved: every vector is new
+            changed = [k for k, v in want.items() if have.get(k) != v]
+            keys: list[bytes] = []
+            values: list[bytes] = []
+            if name in LPM_MAPS:
+                keys = [self.lpm_key(name, k) for k in changed]
+                values = [want[k] for k in changed]
+                stale = [self.lpm_key(name, k) for k in have.keys() - want.keys()]
+                if stale:
+                    deletes[name] = stale
+            elif name == PROTO:
+                keys = [_u32(g * per_gen_proto + int.from_bytes(k, sys.byteorder)) for k in changed]
+                values = [want[k] for k in changed]
+            elif name == PORT:
+                for k in changed:
+                    base = g * self.cap.port_stride + int.from_bytes(k, sys.byteorder) * port_space
+                    for lo, hi, klass in _port_changes(have.get(k), want[k]):
+                        blob = array("I", range(base + lo, base + hi + 1)).tobytes()
+                        keys.extend(blob[i:i + 4] for i in range(0, len(blob), 4))
+                        values.extend([_u32(klass)] * (hi - lo + 1))
+            elif name == CLASS:
+                base = g * self.cap.classes
+                keys = [_u32(base + int.from_bytes(k, sys.byteorder)) for k in changed]
+                values = [want[k] + pad for k in changed]
+            else:  # SLOT
+                keys = [_u32(self.slot_key(k)) for k in changed]
+                values = [want[k] for k in changed]
+            if keys:
+                writes[name] = (keys, values)
+        return writes, deletes
+
+    def rule_stat_keys(self, c: Content) -> list[bytes]:
+        """The hep_rulestat_v1 keys of ``c``'s slots in this generation."""
+        return [_u32(self.slot_key(k)) for k in c.maps[SLOT]]
+
+
+@cache
+def _gen_offset(name: str) -> int:
+    return _lpm_layout("struct hep_lpm4_key" if name == ADDR4 else "struct hep_lpm6_key")[1]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """What loading a policy needs: rodata, map sizes, the policy's
+    Content, placed in both generations at load, and the host's addresses."""
+
+    rodata: dict  # hep_config fields
+    sizes: dict[str, int]  # map name -> max_entries
+    value_sizes: dict[str, int]  # map name -> value size (hep_class_v1)
+    content: Content
+    capacity: Capacity
+    local: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+
+
+def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = None,
+           ct_size: int = CT_DEFAULT_SIZE, ct_timeouts: dict[str, int] | None = None,
+           events: EventSettings | None = None, audit: bool = False,
+           capacity: Capacity | None = None, policy: Content | None = None) -> EncodedImage:
+    """``local_nets``: the host's addresses (and broadcast/multicast
+    ranges), whose absence makes an ingress packet forwarded; None: the
+    host's addresses are unknown, every ingress packet is for the host.
+    ``events``: None reports nothing. ``audit``: drop nothing, report what
+    would have been dropped. ``capacity``: default, the policy's with room.
+    ``policy``: ``content(img)`` if the caller has it already."""
+    ev = events or EventSettings(log=False, drops=False)
+    if ev.problem():
+        raise ValueError(ev.problem())
+    c = policy or content(img)
+    cap = capacity or Capacity.with_room(c)
+    if cap.problem(c):
+        raise ValueError(cap.problem(c))
+    local: dict[str, list[tuple[bytes, bytes]]] = {LOCAL4: [], LOCAL6: []}
+    for net in local_nets or ():
+        local[LOCAL4 if net.version == 4 else LOCAL6].append((local_key(net), b"\x01"))
     sizes = {
-        ADDR4: max(1, len(entries[ADDR4])),
-        ADDR6: max(1, len(entries[ADDR6])),
-        PORT: max(1, img.port_tables * port_space),
-        CLASS: max(1, len(img.classes)),
-        SLOT: chains * stride,
-        RULE_STATS: chains * stride,
+        **{k: max(1, n) for k, n in cap.sizes().items()},
         # Room for addresses the host gains later (attach --sync-addresses).
-        LOCAL4: max(LOCAL_ROOM, 2 * len(entries[LOCAL4])),
-        LOCAL6: max(LOCAL_ROOM, 2 * len(entries[LOCAL6])),
+        LOCAL4: max(LOCAL_ROOM, 2 * len(local[LOCAL4])),
+        LOCAL6: max(LOCAL_ROOM, 2 * len(local[LOCAL6])),
         CT: ct_size,
         EVENTS: ev.buffer,
     }
@@ -160,8 +397,10 @@ def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = Non
     for name, secs in timeouts.items():
         per_state[abi.const(name)] = secs
     rodata = {
-        "nwords": img.nwords,
-        "slot_stride": stride,
+        "nwords": cap.nwords,
+        "slot_stride": cap.slot_stride,
+        "class_stride": cap.classes,
+        "port_stride": cap.port_stride,
         "trace": int(trace),
         "has_policy": int(img.has_policy),
         "know_local": int(local_nets is not None),
@@ -171,4 +410,61 @@ def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = Non
         "ev_interval_ns": 1_000_000_000 // ev.rate,
         "ev_burst_ns": ev.burst * (1_000_000_000 // ev.rate),
     }
-    return EncodedImage(rodata, sizes, {CLASS: header + 8 * img.nwords}, entries)
+    return EncodedImage(rodata, sizes, {CLASS: abi.sizeof("struct hep_class") + 8 * cap.nwords}, c, cap, local)
+
+
+# --- the record of what each generation holds, kept beside the attach state ---
+
+_MAGIC = b"HEPGEN1\n"
+
+
+def dump_generations(meta: dict, held: list[Content | None]) -> bytes:
+    """A compact binary record: a JSON header (``meta`` and the layout),
+    then per generation and map the keys and values, concatenated. Loads
+    100,000 entries in tens of ms (no per-entry parsing)."""
+    sections, blobs = [], []
+    for gen, c in enumerate(held):
+        if c is None:
+            continue
+        for name, entries in c.maps.items():
+            keys = b"".join(entries.keys())
+            lens = array("I", map(len, entries.values()))
+            vals = b"".join(entries.values())
+            sections.append({"gen": gen, "map": name, "n": len(entries), "nwords": c.nwords,
+                             "sizes": [len(keys), 4 * len(lens), len(vals)]})
+            blobs += [keys, lens.tobytes(), vals]
+    head = json.dumps({"meta": meta, "sections": sections}).encode()
+    return _MAGIC + struct.pack("<I", len(head)) + head + b"".join(blobs)
+
+
+def load_generations(raw: bytes) -> tuple[dict, list[Content | None]]:
+    """Inverse of dump_generations; ValueError if it is not one."""
+    if not raw.startswith(_MAGIC):
+        raise ValueError("not a generation record")
+    (n,) = struct.unpack_from("<I", raw, len(_MAGIC))
+    pos = len(_MAGIC) + 4
+    doc = json.loads(raw[pos:pos + n])
+    pos += n
+    view = memoryview(raw)
+    gens = abi.const("HEP_GEN_MAX")
+    maps: list[dict[str, dict[bytes, bytes]]] = [{} for _ in range(gens)]
+    nwords = [0] * gens
+    for sec in doc["sections"]:
+        klen, llen, vlen = sec["sizes"]
+        keys = bytes(view[pos:pos + klen])
+        lens = array("I")
+        lens.frombytes(view[pos + klen:pos + klen + llen])
+        vals = bytes(view[pos + klen + llen:pos + klen + llen + vlen])
+        pos += klen + llen + vlen
+        n = sec["n"]
+        ks = klen // n if n else 0
+        entries = {}
+        v = 0
+        for i, ln in enumerate(lens):
+            entries[keys[i * ks:(i + 1) * ks]] = vals[v:v + ln]
+            v += ln
+        maps[sec["gen"]][sec["map"]] = entries
+        nwords[sec["gen"]] = sec["nwords"]
+    held = [Content(nwords[g], {k: maps[g].get(k, {}) for k in GEN_MAPS}) if maps[g] else None
+            for g in range(gens)]
+    return doc["meta"], held

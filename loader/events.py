@@ -3,8 +3,11 @@
 The kernel writes one ``struct hep_event`` per Log-rule hit, per audited
 Deny passed, and per dropped (auditing: would-be dropped) packet into the
 interface's ring buffer (bpf/include/events.bpf.h). This module decodes
-them and attributes them: the record names a slot; the attach state (what
-``status`` reads) names the slot's tier, policy and rule.
+them and attributes them: the record names a slot and the generation it
+belongs to; the attach state (what ``status`` reads) names the active
+generation's slots' tier, policy and rule. After an update in place the
+decoder reads the state again; a record of the generation before it
+(judged before the switch, read after) keeps its verdict but names no rule.
 """
 
 from __future__ import annotations
@@ -80,15 +83,32 @@ def _ifname(ifindex: int, cache: dict[int, str]) -> str:
 class Decoder:
     """Turns raw records into Events, given each interface's slot table."""
 
+    REFRESH_S = 0.5  # at most this often, re-read an interface's state for a new generation
+
     def __init__(self):
         self._names: dict[int, str] = {}
         self._slots: dict[str, dict[tuple[str, int], dict]] = {}
+        self._gens: dict[str, tuple[int | None, float]] = {}  # iface -> (generation of _slots, read at)
         self._size = abi.sizeof("struct hep_event")
         # CLOCK_MONOTONIC is bpf_ktime_get_ns()'s clock.
         self._epoch = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
 
-    def set_slots(self, iface: str, slots: list[dict]) -> None:
+    def set_slots(self, iface: str, slots: list[dict], generation: int | None = None) -> None:
+        """``generation``: whose slots these are (None: as the state says)."""
         self._slots[iface] = {(s["chain"], s["slot"]): s for s in slots}
+        self._gens[iface] = (generation, 0.0)
+
+    def _slots_of(self, iface: str, gen: int) -> dict:
+        known, at = self._gens.get(iface, (None, 0.0))
+        if known != gen and time.monotonic() - at > self.REFRESH_S:
+            from .attach import read_state  # attach imports this module
+
+            st = read_state(iface) or {}
+            if "slots" in st:
+                self._slots[iface] = {(s["chain"], s["slot"]): s for s in st["slots"]}
+            known = st.get("generation", 0) if st else known
+            self._gens[iface] = (known, time.monotonic())
+        return self._slots.get(iface, {}) if known in (gen, None) else {}
 
     def decode(self, raw: bytes) -> Event | None:
         if len(raw) < self._size:
@@ -96,7 +116,7 @@ class Decoder:
         e = abi.unpack("struct hep_event", raw)
         iface = _ifname(e.ifindex, self._names)
         direction = CHAIN_NAMES.get(e.chain, str(e.chain))
-        slot = {} if e.slot == NO_SLOT else self._slots.get(iface, {}).get((direction, e.slot), {})
+        slot = {} if e.slot == NO_SLOT else self._slots_of(iface, e.gen).get((direction, e.slot), {})
         fam = e.family if e.family in (4, 6) else 0
         src = dst = None
         if fam == 4:

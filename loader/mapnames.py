@@ -17,9 +17,15 @@ NOTES = "hep_notes_v1"
 EVENTS = "hep_events_v1"
 EV_STATS = "hep_evstat_v1"
 EV_RATE = "hep_evrate_v1"
+GEN = "hep_gen_v1"
+SYNC = "hep_sync_v1"
 
 POLICY_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)
-ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE, CT, CT_STATS, NOTES, EVENTS, EV_STATS, EV_RATE)
+# What an update in place writes: the policy of a generation, its rule
+# counters, and the switch (hep_gen_v1 is found through hep_sync_v1).
+UPDATE_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT, RULE_STATS, SYNC)
+ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE, CT, CT_STATS, NOTES, EVENTS, EV_STATS, EV_RATE,
+                          GEN, SYNC)
 
 XDP_PROGRAM = "hep_xdp_ingress"
 XDP_OBJECT = "hep.bpf.o"

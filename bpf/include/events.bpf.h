@@ -88,6 +88,7 @@ static __always_inline void hep_ev_emit(void *ctx, int is_xdp, __u8 kind, __u32 
 	e->sport = f->sport;
 	e->dport = f->dport;
 	e->audit = audit;
+	e->gen = v->gen;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	e->pad2 = 0;
 	__builtin_memcpy(&e->saddr, &f->saddr, sizeof(e->saddr));

@@ -28,6 +28,7 @@ enum hep_limits {
 	HEP_SCOPE_BITS = 32,		/* exact-match bits before an LPM address */
 	HEP_NO_PORT_TABLE = 0xffffffff,	/* hep_proto_ent.port_base: no ports */
 	HEP_MAX_IPV6_EXT = 6,		/* extension headers walked before giving up */
+	HEP_GEN_MAX = 2,		/* policy generations held side by side */
 };
 
 /* A chain is one ordered list of rule slots, judged by one hook. */
@@ -97,15 +98,24 @@ enum hep_reason {
 	HEP_REASON_MAX = 14,
 };
 
-/* LPM keys: chain and side are matched exactly (HEP_SCOPE_BITS, pad
- * included), then the address by prefix. prefixlen = HEP_SCOPE_BITS +
- * CIDR length; compiler/encode.py computes it in one place. Each
- * (chain, side, family) scope has a /0 entry, so a miss is a bug. */
+/* Generations: the policy maps hold two policies side by side, and
+ * hep_gen_v1 says which one packets are judged by (maps.h). Every policy
+ * key carries the generation: LPM keys in their gen byte; array indexes
+ * through the per-generation strides of struct hep_config (hep_proto_v1:
+ * HEP_PROTO_SPACE * HEP_SIDE_MAX * HEP_CHAIN_MAX entries per generation).
+ * Values (class ids, port_base, slot numbers) are the same in both: the
+ * datapath adds the generation's offset, so one encoding serves both. */
+
+/* LPM keys: chain, side and generation are matched exactly
+ * (HEP_SCOPE_BITS, pad included), then the address by prefix. prefixlen =
+ * HEP_SCOPE_BITS + CIDR length; loader/encode.py computes it in one place.
+ * Each (gen, chain, side, family) scope has a /0 entry, so a miss is a bug. */
 struct hep_lpm4_key {
 	__u32 prefixlen;		/* host order, bits */
 	__u8 chain;			/* enum hep_chain */
 	__u8 side;			/* enum hep_side */
-	__u8 pad[2];
+	__u8 gen;			/* 0 .. HEP_GEN_MAX - 1 */
+	__u8 pad;
 	__be32 addr;
 };
 
@@ -113,20 +123,22 @@ struct hep_lpm6_key {
 	__u32 prefixlen;		/* host order, bits */
 	__u8 chain;
 	__u8 side;
-	__u8 pad[2];
+	__u8 gen;
+	__u8 pad;
 	__u8 addr[16];			/* network order */
 };
 
-/* hep_proto_v1 value, indexed by (chain * HEP_SIDE_MAX + side) *
- * HEP_PROTO_SPACE + protocol. Protocols whose port (or ICMP type/code)
- * matters for some rule get a 65536-entry table in hep_port_v1. */
+/* hep_proto_v1 value, indexed by ((gen * HEP_CHAIN_MAX + chain) *
+ * HEP_SIDE_MAX + side) * HEP_PROTO_SPACE + protocol. Protocols whose port
+ * (or ICMP type/code) matters for some rule get a 65536-entry table in
+ * hep_port_v1. */
 struct hep_proto_ent {
 	__u32 klass;			/* class when port_base is HEP_NO_PORT_TABLE */
-	__u32 port_base;		/* index of port 0 in hep_port_v1 */
+	__u32 port_base;		/* port 0 in hep_port_v1, + gen * port_stride */
 };
 
-/* hep_class_v1 value: the rules (slots) an address, protocol or port
- * class admits. Words outside [lo, hi] are zero, so the scan skips them.
+/* hep_class_v1 value, at class id + gen * hep_config.class_stride: the
+ * rules (slots) an address, protocol or port class admits. Words outside [lo, hi] are zero, so the scan skips them.
  * The value size is set by the loader: 8 + 8 * hep_config.nwords. */
 struct hep_class {
 	__u16 lo;			/* first non-zero word */
@@ -135,7 +147,8 @@ struct hep_class {
 	__u64 w[];
 };
 
-/* hep_slot_v1 value, indexed by chain * hep_config.slot_stride + slot. */
+/* hep_slot_v1 value, indexed by (gen * HEP_CHAIN_MAX + chain) *
+ * hep_config.slot_stride + slot. */
 struct hep_slot {
 	__u8 action;			/* enum hep_action */
 	__u8 reason;			/* enum hep_reason if this slot decides */
@@ -262,7 +275,7 @@ struct hep_verdict {
 	__u8 verdict;			/* enum hep_verdict_code */
 	__u8 reason;			/* enum hep_reason */
 	__u8 chain;			/* enum hep_chain */
-	__u8 pad;
+	__u8 gen;			/* the generation that judged it */
 };
 
 /* hep_notes_v1 value: the Log and audited slots one packet passed, in
@@ -303,7 +316,8 @@ struct hep_event {
 	__u16 dport;
 	__u16 cap_len;			/* bytes of hdr[] filled */
 	__u8 audit;			/* 1: passed only because of audit mode */
-	__u8 pad[3];
+	__u8 gen;			/* the generation whose slots these are */
+	__u8 pad[2];
 	union hep_addr saddr;
 	union hep_addr daddr;
 	__u8 hdr[HEP_EV_CAP];		/* the frame from its L2 header */
@@ -325,10 +339,14 @@ struct hep_evrate {
 	__u64 last_ns;
 };
 
-/* Runtime knobs: .rodata, set by the loader between open and load. */
+/* Runtime knobs: .rodata, set by the loader between open and load. The
+ * sizes are capacities, with room for later policies of a few more rules
+ * (an update that does not fit reloads the object). */
 struct hep_config {
 	__u32 nwords;			/* words per class vector, 1..HEP_MAX_WORDS */
 	__u32 slot_stride;		/* nwords * 64: slots per chain */
+	__u32 class_stride;		/* hep_class_v1 entries per generation */
+	__u32 port_stride;		/* hep_port_v1 entries per generation */
 	__u8 trace;			/* record verdicts in hep_trace_v1 */
 	__u8 has_policy;		/* 0: no host endpoint, allow all */
 	__u8 know_local;		/* hep_local*_v1 filled: ingress can tell forwarded */
@@ -348,7 +366,7 @@ _Static_assert(sizeof(struct hep_class) == 8, "hep_class header");
 _Static_assert(sizeof(struct hep_flow) == 88, "hep_flow layout");
 _Static_assert(sizeof(struct hep_ct_key) == 40, "hep_ct_key layout");
 _Static_assert(sizeof(struct hep_ct_val) == 32, "hep_ct_val layout");
-_Static_assert(sizeof(struct hep_config) == 64, "hep_config layout");
+_Static_assert(sizeof(struct hep_config) == 72, "hep_config layout");
 _Static_assert(sizeof(struct hep_event) == 208, "hep_event layout");
 _Static_assert(sizeof(struct hep_verdict) == 8, "hep_verdict layout");
 _Static_assert(HEP_CT_STATE_MAX == 8, "hep_config.ct_timeout_s length");

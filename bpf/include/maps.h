@@ -15,10 +15,55 @@
 #include <bpf/bpf_helpers.h>
 #include "hepbpf_abi.h"
 
+/* Generations. The policy maps below (addr, proto, port, class, slot, and
+ * the rule counters) hold two policies side by side, generation 0 and 1
+ * (hepbpf_abi.h says how keys carry it); packets are judged by the one in
+ * hep_gen_v1, read once per packet. An update writes the generation no
+ * packet reads, then flips hep_gen_v1 with one map write: a packet sees
+ * the old policy or the new one, never a mix.
+ *
+ * Before the old generation may be written again, every packet that read
+ * it must be done. XDP, tc and BPF_PROG_TEST_RUN run inside RCU read-side
+ * sections, so one RCU grace period is the wait. User space gets one
+ * cheaply: after an update of a BPF_MAP_TYPE_{ARRAY,HASH}_OF_MAPS element
+ * the kernel calls synchronize_rcu() before the syscall returns
+ * (kernel/bpf/syscall.c, maybe_wait_bpf_programs()). So hep_gen_v1 is
+ * reached through hep_sync_v1, and the loader, having written hep_gen_v1,
+ * stores it into hep_sync_v1 again: when that returns, no packet is still
+ * judged by the previous generation. (Measured on 6.18, 2 CPUs, from
+ * Python: an update of hep_sync_v1 returns after 8 ms, up to 20 under
+ * load; one of hep_gen_v1 after tens of microseconds.) */
+
+/* hep_gen_v1: the active generation. key: 0; value: __u32, 0 or 1
+ * writer: loader (the switch); reader: datapath, through hep_sync_v1,
+ * once per packet. size: 1 */
+struct hep_gen_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} hep_gen_v1 SEC(".maps");
+
+/* hep_sync_v1: holds hep_gen_v1 (its only element, set at load). The
+ * datapath reads the generation through it; the loader's store into it
+ * is the wait for in-flight packets described above.
+ * key: 0; value: hep_gen_v1. writer: libbpf at load, loader (the wait);
+ * reader: datapath. size: 1 */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1);
+	__array(values, struct hep_gen_map);
+} hep_sync_v1 SEC(".maps") = {
+	.values = { [0] = &hep_gen_v1 },
+};
+
 /* hep_addr4_v1: IPv4 address classes.
- * key:   struct hep_lpm4_key {chain, side} exact, address by prefix
- * value: __u32 class id into hep_class_v1
- * size:  loader: one entry per distinct CIDR per scope, plus the /0s */
+ * key:   struct hep_lpm4_key {chain, side, gen} exact, address by prefix
+ * value: __u32 class id (of the key's generation) into hep_class_v1
+ * size:  loader: both generations' capacity of distinct CIDRs per scope,
+ *        plus the /0s (deleted entries are freed one by one; no large
+ *        frees on the update path) */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct hep_lpm4_key);
@@ -37,21 +82,23 @@ struct {
 } hep_addr6_v1 SEC(".maps");
 
 /* hep_proto_v1: protocol classes, or where a protocol's port table starts.
- * key:   (chain * HEP_SIDE_MAX + side) * HEP_PROTO_SPACE + protocol
+ * key:   ((gen * HEP_CHAIN_MAX + chain) * HEP_SIDE_MAX + side) *
+ *        HEP_PROTO_SPACE + protocol
  * value: struct hep_proto_ent
- * size:  fixed, every (chain, side, protocol) */
+ * size:  fixed, every (gen, chain, side, protocol) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct hep_proto_ent);
-	__uint(max_entries, HEP_CHAIN_MAX * HEP_SIDE_MAX * HEP_PROTO_SPACE);
+	__uint(max_entries, HEP_GEN_MAX * HEP_CHAIN_MAX * HEP_SIDE_MAX * HEP_PROTO_SPACE);
 } hep_proto_v1 SEC(".maps");
 
 /* hep_port_v1: port (or ICMP type << 8 | code) classes.
- * key:   hep_proto_ent.port_base + port
+ * key:   hep_proto_ent.port_base + gen * hep_config.port_stride + port
  * value: __u32 class id
- * size:  loader: HEP_PORT_SPACE per protocol table (an array lookup costs
- *        a few ns where an LPM over port ranges costs tens) */
+ * size:  loader: HEP_PORT_SPACE per protocol table, port_stride per
+ *        generation (an array lookup costs a few ns where an LPM over
+ *        port ranges costs tens) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -60,10 +107,10 @@ struct {
 } hep_port_v1 SEC(".maps");
 
 /* hep_class_v1: the rule bit vector of each class.
- * key:   __u32 class id
+ * key:   __u32 class id + gen * hep_config.class_stride
  * value: struct hep_class + nwords * __u64; no BTF value type, so the
  *        loader can size it to the policy (value_size = 8 + 8 * nwords)
- * size:  loader: number of distinct vectors */
+ * size:  loader: class_stride (distinct vectors, with room) per generation */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(key_size, sizeof(__u32));
@@ -72,9 +119,9 @@ struct {
 } hep_class_v1 SEC(".maps");
 
 /* hep_slot_v1: what each rule slot does.
- * key:   chain * hep_config.slot_stride + slot
+ * key:   (gen * HEP_CHAIN_MAX + chain) * hep_config.slot_stride + slot
  * value: struct hep_slot
- * size:  loader: HEP_CHAIN_MAX * slot_stride */
+ * size:  loader: HEP_GEN_MAX * HEP_CHAIN_MAX * slot_stride */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -83,8 +130,9 @@ struct {
 } hep_slot_v1 SEC(".maps");
 
 /* hep_rulestat_v1: packets and bytes decided by each slot.
- * key:   chain * slot_stride + slot; value: struct hep_stats, per CPU
- * writer: datapath; reader: loader (status). size: as hep_slot_v1 */
+ * key:   as hep_slot_v1; value: struct hep_stats, per CPU
+ * writer: datapath, loader (zeroes a generation before switching to it);
+ * reader: loader (status, the active generation). size: as hep_slot_v1 */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

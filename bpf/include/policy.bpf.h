@@ -27,6 +27,9 @@
  * decide: matching one notes it (counter; event, by the caller) and the
  * search goes on after the rule. The compiler keeps them to HEP_MAX_NOTED
  * per chain, so the hop budget always reaches a deciding slot.
+ *
+ * Every lookup is in the packet's generation (maps.h): read once, at the
+ * start, so a policy switched meanwhile never mixes into a verdict.
  */
 #ifndef HEPBPF_POLICY_BPF_H
 #define HEPBPF_POLICY_BPF_H
@@ -38,8 +41,33 @@
 #include "config.bpf.h"
 #include "ct.bpf.h"
 
+/* The generation this packet is judged by, or HEP_GEN_MAX if the switch
+ * is missing (a bug: the packet is denied as an internal miss). */
+static __always_inline __u32 hep_generation(void)
+{
+	__u32 zero = 0;
+	void *gens = bpf_map_lookup_elem(&hep_sync_v1, &zero);
+	__u32 *gen;
+
+	if (!gens)
+		return HEP_GEN_MAX;
+	gen = bpf_map_lookup_elem(gens, &zero);
+	return gen ? *gen & 1 : HEP_GEN_MAX;
+}
+
+/* A class id as hep_class_v1 keys it: the generation's own range. */
+static __always_inline __u32 hep_class_key(__u32 klass, __u32 gen)
+{
+	return klass == ~0U ? ~0U : klass + gen * hep_cfg.class_stride;
+}
+
+static __always_inline __u32 hep_slot_key(__u32 gen, __u32 chain, __u32 slot)
+{
+	return (gen * HEP_CHAIN_MAX + chain) * hep_cfg.slot_stride + slot;
+}
+
 static __always_inline __u32 hep_addr_class(const struct hep_flow *f, __u8 chain,
-					    __u8 side)
+					    __u8 side, __u32 gen)
 {
 	__u32 *klass;
 
@@ -48,6 +76,7 @@ static __always_inline __u32 hep_addr_class(const struct hep_flow *f, __u8 chain
 			.prefixlen = HEP_SCOPE_BITS + 32,
 			.chain = chain,
 			.side = side,
+			.gen = gen,
 			.addr = side == HEP_SIDE_SRC ? f->saddr.v4 : f->daddr.v4,
 		};
 
@@ -57,27 +86,29 @@ static __always_inline __u32 hep_addr_class(const struct hep_flow *f, __u8 chain
 			.prefixlen = HEP_SCOPE_BITS + 128,
 			.chain = chain,
 			.side = side,
+			.gen = gen,
 		};
 
 		__builtin_memcpy(k.addr, side == HEP_SIDE_SRC ? f->saddr.v6 : f->daddr.v6, 16);
 		klass = bpf_map_lookup_elem(&hep_addr6_v1, &k);
 	}
-	return klass ? *klass : ~0U;
+	return hep_class_key(klass ? *klass : ~0U, gen);
 }
 
-static __always_inline __u32 hep_l4_class(const struct hep_flow *f, __u8 chain, __u8 side)
+static __always_inline __u32 hep_l4_class(const struct hep_flow *f, __u8 chain, __u8 side,
+					  __u32 gen)
 {
-	__u32 key = (chain * HEP_SIDE_MAX + side) * HEP_PROTO_SPACE + f->proto;
+	__u32 key = ((gen * HEP_CHAIN_MAX + chain) * HEP_SIDE_MAX + side) * HEP_PROTO_SPACE + f->proto;
 	struct hep_proto_ent *pe = bpf_map_lookup_elem(&hep_proto_v1, &key);
 	__u32 *klass;
 
 	if (!pe)
 		return ~0U;
 	if (pe->port_base == HEP_NO_PORT_TABLE)
-		return pe->klass;
-	key = pe->port_base + (side == HEP_SIDE_SRC ? f->sport : f->dport);
+		return hep_class_key(pe->klass, gen);
+	key = pe->port_base + gen * hep_cfg.port_stride + (side == HEP_SIDE_SRC ? f->sport : f->dport);
 	klass = bpf_map_lookup_elem(&hep_port_v1, &key);
-	return klass ? *klass : ~0U;
+	return hep_class_key(klass ? *klass : ~0U, gen);
 }
 
 /* Index of the lowest set bit; x != 0. BPF has no ctz instruction (and
@@ -186,7 +217,7 @@ static __always_inline void hep_note(struct hep_notes *nt, __u32 key, __u32 note
 static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain, int fwd,
 				       __u32 len, struct hep_verdict *v)
 {
-	__u32 src, dst, dport, sport;
+	__u32 src, dst, dport, sport, gen;
 	__u32 from = 0, zero = 0;
 	struct hep_notes *nt = bpf_map_lookup_elem(&hep_notes_v1, &zero);
 	int hop;
@@ -203,10 +234,14 @@ static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain, int
 		v->reason = HEP_REASON_NO_POLICY;
 		return;
 	}
-	src = hep_addr_class(f, chain, HEP_SIDE_SRC);
-	dst = hep_addr_class(f, chain, HEP_SIDE_DST);
-	dport = hep_l4_class(f, chain, HEP_SIDE_DST);
-	sport = hep_l4_class(f, chain, HEP_SIDE_SRC);
+	gen = hep_generation();
+	if (gen >= HEP_GEN_MAX)
+		return;
+	v->gen = gen;
+	src = hep_addr_class(f, chain, HEP_SIDE_SRC, gen);
+	dst = hep_addr_class(f, chain, HEP_SIDE_DST, gen);
+	dport = hep_l4_class(f, chain, HEP_SIDE_DST, gen);
+	sport = hep_l4_class(f, chain, HEP_SIDE_SRC, gen);
 	for (hop = 0; hop < HEP_MAX_JUMPS; hop++) {
 		int slot = hep_scan(src, dst, dport, sport, from);
 		__u32 key;
@@ -214,7 +249,7 @@ static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain, int
 
 		if (slot < 0 || slot >= HEP_MAX_SLOTS)
 			return;		/* the final catch-all is missing: a bug */
-		key = chain * hep_cfg.slot_stride + slot;
+		key = hep_slot_key(gen, chain, slot);
 		s = bpf_map_lookup_elem(&hep_slot_v1, &key);
 		if (!s)
 			return;

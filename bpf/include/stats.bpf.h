@@ -27,7 +27,7 @@ static __always_inline void hep_account(const struct hep_verdict *v, __u32 len)
 
 	hep_stats_add(&hep_reasons_v1, v->chain * HEP_REASON_MAX + v->reason, len);
 	if (v->slot != ~0U)
-		hep_stats_add(&hep_rulestat_v1, v->chain * hep_cfg.slot_stride + v->slot, len);
+		hep_stats_add(&hep_rulestat_v1, hep_slot_key(v->gen, v->chain, v->slot), len);
 	if (hep_cfg.trace) {
 		struct hep_verdict *t = bpf_map_lookup_elem(&hep_trace_v1, &zero);
 

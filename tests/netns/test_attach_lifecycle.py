@@ -47,11 +47,19 @@ def test_attach_then_status_and_detach_in_new_processes(lab, tmp_path):
     assert st["reasons"]["failsafe"]["packets"] >= 1 and st["reasons"]["no-profile"]["packets"] >= 1
     failsafe22 = [r for r in st["rules"] if r["reason"] == "failsafe" and r["rule"] == 0]
     assert failsafe22 and failsafe22[0]["packets"] >= 1
-    # replacing keeps the mode and swaps the program
+    # replacing keeps the mode; a policy that fits the loaded object
+    # updates it in place (the program stays), one that does not (here:
+    # audit, a rodata setting) swaps the program
     old = st["prog_id"]
     out = hepbpf(lab, "attach", "eth1", _policy(tmp_path, hep(profiles="[projectcalico-default-allow]"), "q.yaml"),
                  "--node", "n1")
-    assert "replaced policy" in out.stdout
+    assert "updated eth1" in out.stdout and "(no reload" in out.stdout
+    st = status(lab)
+    assert st["prog_id"] == old and st["mode"] == "generic"
+    assert probe(lab, c, [PacketSpec("tcp", "198.51.100.7", "192.0.2.1", dport=80)]) == [True]
+    out = hepbpf(lab, "attach", "eth1", _policy(tmp_path, hep(profiles="[projectcalico-default-allow]"), "q.yaml"),
+                 "--node", "n1", "--audit")
+    assert "replaced policy" in out.stdout and "reload: settings changed: audit" in out.stdout
     st = status(lab)
     assert st["prog_id"] != old and st["mode"] == "generic"
     assert probe(lab, c, [PacketSpec("tcp", "198.51.100.7", "192.0.2.1", dport=80)]) == [True]

@@ -292,7 +292,8 @@ def test_unconfirmed_attach_rolls_back_to_the_previous_policy(clean, tmp_path):
     assert st["pending_confirmation"]["rollback_to"] == "the previous policy"
     assert "PENDING CONFIRMATION" in hepbpf(lab, "status", "eth1").stdout
     st = _wait_unpending(lab, 15)
-    assert st["prog_id"] not in (first, None) and st["attached"]
+    # both attaches fit the first object: updated in place, rolled back in place
+    assert st["prog_id"] == first and st["attached"] and st["serial"] == 2
     assert probe(lab, c, [_syn(c, ALLOW_PORT)]) == [True]  # policy a is back
     assert {r["policy"] for r in st["rules"] if r["policy"]} == {"open"}
     assert st["last_rollback"]["ok"] and "restored the previous policy" in st["last_rollback"]["what"]
