@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         if measure_scale:
             _say("scale: 10,000 rules + 100,000 CIDRs")
             data["scale"] = measure_scale()
+    if not args.quick:
+        from .updates import measure_updates
+        _say("updates: k CIDRs of 100,000; one rule of 10,000")
+        data["updates"] = measure_updates()
     data["elapsed_s"] = time.monotonic() - t0
     js, png = report.write(data, args.out)
     print(report.text(data))
