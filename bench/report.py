@@ -167,6 +167,7 @@ def write(data: dict, out_dir: Path) -> tuple[Path, Path | None]:
     data = dict(data, verdicts=[v.as_json() for v in verdicts(data)])
     js = out_dir / "bench.json"
     js.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    (out_dir / "bench.md").write_text(markdown(data))
     return js, plot(data, out_dir / "bench.png")
 
 
@@ -226,3 +227,47 @@ def text(data: dict) -> str:
     unmeasured = sum(1 for v in vs if v.met is None)
     lines.append(f"  {met} met, {missed} missed, {unmeasured} not measured")
     return "\n".join(lines)
+
+
+def markdown(data: dict) -> str:
+    """The README's tables: in-kernel ns/packet, end-to-end Mpps, verdicts."""
+    micro, live = data.get("micro", []), data.get("live", [])
+    m = data.get("machine", {})
+    out = [f"Run of {m.get('date', '?')} on {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, kernel "
+           f"{m.get('kernel', '?')}, JIT {m.get('bpf_jit_enable', '?')}, in {data.get('elapsed_s', 0):.0f} s.", ""]
+    fams = sorted({r["family"] for r in micro})
+    base = ", ".join(f"{e} {_micro(micro, e, hook=h, family=f):.0f}" for e, h in (("E", "xdp"), ("P", "xdp"),
+                     ("TC_E", "tc"), ("TC_P", "tc")) for f in fams[:1] if _micro(micro, e, hook=h, family=f))
+    out += [f"In-kernel ns/packet (BPF_PROG_TEST_RUN, median of 5; baselines: {base}):", "",
+            "| rules | family | hepbpf XDP none / last / mix | hepbpf tc none / last | LIN XDP none / last |",
+            "|---:|---:|---:|---:|---:|"]
+
+    def cell(*vals) -> str:
+        return " / ".join("-" if v is None else f"{v:.0f}" for v in vals)
+    for n in sorted({r["n"] for r in micro if r["n"]}):
+        for f in fams:
+            lin_note = next((r["note"] for r in micro if r["engine"] == "LIN" and r["n"] == n
+                             and r["family"] == f and r.get("note")), "")
+            lin = "rejected" if lin_note else cell(_micro(micro, "LIN", family=f, n=n, case="none"),
+                                                   _micro(micro, "LIN", family=f, n=n, case="last"))
+            out.append(f"| {n:,} | IPv{f} | {cell(*(_micro(micro, 'hepbpf', family=f, n=n, case=c) for c in CASES_))}"
+                       f" | {cell(*(_micro(micro, 'hepbpf', hook='tc', family=f, n=n, case=c) for c in ('none', 'last')))}"
+                       f" | {lin} |")
+    if live:
+        floor = _live(live, "xdp-drop", 0, "-")
+        out += ["", f"End to end over veth, Mpps dropped (live-frames sender on the same CPU; XDP drop-all floor "
+                f"{floor:.2f} Mpps), rule matched last:" if floor else "", "",
+                "| rules | hepbpf | iptables-legacy raw | nft chain | nft set |", "|---:|---:|---:|---:|---:|"]
+        for n in sorted({r["n"] for r in live if r["n"]}):
+            vals = [_live(live, e, n, "last") for e in ("hepbpf", "ipt-legacy", "nft-linear", "nft-set")]
+            out.append(f"| {n:,} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
+    vs = verdicts(data)
+    out += ["", "| goal | measured | target | |", "|---|---:|---|---|"]
+    for v in vs:
+        shown = "not measured" if v.measured is None else f"{v.measured:.3g}"
+        state = "-" if v.met is None else ("met" if v.met else "**missed**")
+        out.append(f"| {v.goal} | {shown} | {v.target} | {state} |")
+    return "\n".join(out) + "\n"
+
+
+CASES_ = ("none", "last", "mix")
