@@ -46,7 +46,7 @@ from . import conntrack, libbpf, tc
 from .datapath import Datapath, Generations, UpdateResult, fit_problem, load_image
 from .encode import CT_DEFAULT_SIZE, Capacity, EventSettings, dump_generations, load_generations, local_key
 from .events import event_totals, read_ev_stats
-from .mapnames import (ALL_MAPS, CT, CT_STATS, EV_STATS, EVENTS, GEN, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS,
+from .mapnames import (ALL_MAPS, CT, CT_STATS, CTSEEN, EV_STATS, EVENTS, GEN, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS,
                        SYNC, UPDATE_MAPS, XDP_PROGRAM)
 from .netdev import local_nets
 from .percpu import read_stats
@@ -219,12 +219,16 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
         if replace_id is not None:
             # Keep the conntrack table (established flows stay established)
             # and the event ring (a running `hepbpf log` goes on).
-            old = maps_of(replace_id, (CT, EVENTS))
+            # The conntrack pre-filter goes with the table it stands for:
+            # a fresh one beside the old table would hide its flows.
+            old = maps_of(replace_id, (CT, CTSEEN, EVENTS))
             for m in old.values():
                 fds.callback(m.close)
             if CT in old:
                 if old[CT].max_entries == ct_size:
                     reuse[CT] = old[CT].fd
+                    if CTSEEN in old:
+                        reuse[CTSEEN] = old[CTSEEN].fd
                 else:
                     notes.append(f"note: conntrack table resized to {ct_size}: known flows start over")
             if EVENTS in old and old[EVENTS].max_entries == events.buffer:
@@ -232,6 +236,9 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
         dp = load_image(compiled.image, local_nets=local_nets(), ct_size=ct_size, reuse=reuse, events=events,
                         audit=audit)
         fds.callback(dp.close)
+        restamp = CT in reuse and CTSEEN not in reuse  # from an object without the pre-filter
+        if restamp:
+            conntrack.restamp(dp.ct_map(), dp.obj.map(CTSEEN))
         # Pin first: if pinning fails, nothing has been attached.
         _remove_pins(staging)
         undo.callback(_remove_pins, staging)
@@ -256,6 +263,8 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
             created_qdisc = eg.created_qdisc
         notes.extend(eg.notes)
         undo.pop_all()  # committed
+        if restamp:  # flows the old program made meanwhile
+            conntrack.restamp(dp.ct_map(), dp.obj.map(CTSEEN))
         prog_id = libbpf.prog_info(dp.prog_fd)["id"]
         _remove_pins(pins, prune=False)
         os.rename(staging, pins)

@@ -31,7 +31,7 @@ from .encode import (CT_DEFAULT_SIZE, Capacity, Content, EncodedImage, EventSett
                      encode, local_key)
 from .frames import frame
 from .libbpf import BpfObject, Map
-from .mapnames import (CLASS, CT, EVENTS, GEN, LOCAL4, LOCAL6, NOTES, RULE_STATS, SYNC, TC_PROGRAM, TRACE,
+from .mapnames import (CLASS, CT, CTSEEN, EVENTS, GEN, LOCAL4, LOCAL6, NOTES, RULE_STATS, SYNC, TC_PROGRAM, TRACE,
                        UPDATE_MAPS, XDP_OBJECT, XDP_PROGRAM)
 from .percpu import per_cpu
 
@@ -175,7 +175,8 @@ class Datapath:
             self.image = image
             self._slots = {(e.chain, e.slot): e for e in image.slots}
             return res
-        dp = load_image(image, **self.options, reuse={CT: self.obj.map(CT).fd, EVENTS: self.obj.map(EVENTS).fd})
+        dp = load_image(image, **self.options, reuse={CT: self.obj.map(CT).fd, CTSEEN: self.obj.map(CTSEEN).fd,
+                                                          EVENTS: self.obj.map(EVENTS).fd})
         old = self.obj
         self.obj, self.image, self.enc = dp.obj, dp.image, dp.enc
         self.prog, self.tc_prog, self._slots, self.generations = dp.prog, dp.tc_prog, dp._slots, dp.generations
@@ -257,7 +258,7 @@ class Datapath:
         ct = self.ct_map()
         conntrack.clear(ct)
         if known_flow:
-            conntrack.seed(ct, pkt, chain=chain)
+            conntrack.seed(ct, pkt, chain=chain, seen_map=self.obj.map(CTSEEN))
         ifindex = 0
         if chain == CHAIN_INGRESS:
             if self.enc.rodata["know_local"]:

@@ -23,9 +23,9 @@ from functools import cache
 from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
 
 from . import abi
-from .mapnames import ADDR4, ADDR6, CLASS, CT, EVENTS, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS, SLOT
+from .mapnames import ADDR4, ADDR6, CLASS, CT, EVENTS, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS, SCOPE, SLOT
 
-GEN_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT)  # what a generation holds
+GEN_MAPS = (ADDR4, ADDR6, SCOPE, PROTO, PORT, CLASS, SLOT)  # what a generation holds
 LPM_MAPS = (ADDR4, ADDR6)
 
 HEP_SCOPE_BITS = 32
@@ -215,6 +215,18 @@ def content(img: MapImage, like: Content | None = None) -> Content:
         key = heads[net.version](lpm_prefixlen(net), e.chain, e.side) + net.network_address.packed
         (a4 if net.version == 4 else a6)[key] = cid[e.klass]
 
+    # A scope holding only its /0 needs no trie lookup per packet.
+    scoped: dict[tuple[int, int, int], list] = {}
+    for e in img.addr:
+        scoped.setdefault((e.chain, e.side, e.net.version), []).append(e)
+    lookup = abi.const("HEP_SCOPE_LOOKUP")
+    for chain in range(abi.const("HEP_CHAIN_MAX")):
+        for side in range(sides):
+            for fam in (4, 6):
+                es = scoped.get((chain, side, fam), [])
+                klass = ids[es[0].klass] if len(es) == 1 and es[0].net.prefixlen == 0 else lookup
+                maps[SCOPE][_u32((chain * sides + side) * 2 + (fam == 6))] = _u32(klass)
+
     proto_values: dict[tuple[int, int], bytes] = {}  # most protocols share a few values
     for e in img.proto:
         index = (e.chain * sides + e.side) * protos + e.proto
@@ -320,6 +332,10 @@ class Placement:
                 stale = [self.lpm_key(name, k) for k in have.keys() - want.keys()]
                 if stale:
                     deletes[name] = stale
+            elif name == SCOPE:
+                per_gen = abi.const("HEP_CHAIN_MAX") * abi.const("HEP_SIDE_MAX") * 2
+                keys = [_u32(g * per_gen + int.from_bytes(k, sys.byteorder)) for k in changed]
+                values = [want[k] for k in changed]
             elif name == PROTO:
                 keys = [_u32(g * per_gen_proto + int.from_bytes(k, sys.byteorder)) for k in changed]
                 values = [want[k] for k in changed]

@@ -3,6 +3,7 @@
 ADDR4 = "hep_addr4_v1"
 ADDR6 = "hep_addr6_v1"
 PROTO = "hep_proto_v1"
+SCOPE = "hep_scope_v1"
 PORT = "hep_port_v1"
 CLASS = "hep_class_v1"
 SLOT = "hep_slot_v1"
@@ -11,6 +12,7 @@ REASON_STATS = "hep_reasons_v1"
 TRACE = "hep_trace_v1"
 CT = "hep_ct_v1"
 CT_STATS = "hep_ctstat_v1"
+CTSEEN = "hep_ctseen_v1"
 LOCAL4 = "hep_local4_v1"
 LOCAL6 = "hep_local6_v1"
 NOTES = "hep_notes_v1"
@@ -20,11 +22,11 @@ EV_RATE = "hep_evrate_v1"
 GEN = "hep_gen_v1"
 SYNC = "hep_sync_v1"
 
-POLICY_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)
+POLICY_MAPS = (ADDR4, ADDR6, SCOPE, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)
 # What an update in place writes: the policy of a generation, its rule
 # counters, and the switch (hep_gen_v1 is found through hep_sync_v1).
-UPDATE_MAPS = (ADDR4, ADDR6, PROTO, PORT, CLASS, SLOT, RULE_STATS, SYNC)
-ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE, CT, CT_STATS, NOTES, EVENTS, EV_STATS, EV_RATE,
+UPDATE_MAPS = (ADDR4, ADDR6, SCOPE, PROTO, PORT, CLASS, SLOT, RULE_STATS, SYNC)
+ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE, CT, CTSEEN, CT_STATS, NOTES, EVENTS, EV_STATS, EV_RATE,
                           GEN, SYNC)
 
 XDP_PROGRAM = "hep_xdp_ingress"

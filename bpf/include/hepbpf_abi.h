@@ -27,6 +27,7 @@ enum hep_limits {
 	HEP_PROTO_SPACE = 256,
 	HEP_SCOPE_BITS = 32,		/* exact-match bits before an LPM address */
 	HEP_NO_PORT_TABLE = 0xffffffff,	/* hep_proto_ent.port_base: no ports */
+	HEP_SCOPE_LOOKUP = 0xffffffff,	/* hep_scope_v1: look the address up */
 	HEP_MAX_IPV6_EXT = 6,		/* extension headers walked before giving up */
 	HEP_GEN_MAX = 2,		/* policy generations held side by side */
 };
@@ -254,6 +255,13 @@ enum hep_ct_event {
 	HEP_CTEV_EXPIRED = 4,		/* found past its timeout, removed */
 	HEP_CTEV_CREATE_FAILED = 5,
 	HEP_CTEV_MAX = 6,
+};
+
+/* The conntrack pre-filter (ct.bpf.h, hep_ctseen_v1). */
+enum hep_ctseen {
+	HEP_CTSEEN_BITS = 18,		/* hep_ctseen_v1 has 2^18 buckets */
+	HEP_CTSEEN_SHIFT = 30,		/* stamp unit: 2^30 ns, a little over 1 s */
+	HEP_CTSEEN_SLACK = 2,		/* units: floor rounding, racing stamps */
 };
 
 /* hep_local{4,6}_v1 keys: the host's own addresses (and broadcast and

@@ -81,6 +81,22 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } hep_addr6_v1 SEC(".maps");
 
+/* hep_scope_v1: an address scope's class when it needs no lookup.
+ * key:   ((gen * HEP_CHAIN_MAX + chain) * HEP_SIDE_MAX + side) * 2 +
+ *        (family == 6)
+ * value: __u32 class id when the scope holds only its /0 (no rule of the
+ *        chain looks at that address: the usual case for the host's own
+ *        side), else HEP_SCOPE_LOOKUP
+ * writer: loader (per generation, like the LPM entries); reader: datapath.
+ * size:  fixed. An array read is inlined (~1 ns); a trie lookup, even of
+ * one entry, costs tens of ns per packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, HEP_GEN_MAX * HEP_CHAIN_MAX * HEP_SIDE_MAX * 2);
+} hep_scope_v1 SEC(".maps");
+
 /* hep_proto_v1: protocol classes, or where a protocol's port table starts.
  * key:   ((gen * HEP_CHAIN_MAX + chain) * HEP_SIDE_MAX + side) *
  *        HEP_PROTO_SPACE + protocol
@@ -185,6 +201,26 @@ struct {
 	__type(value, struct hep_ct_val);
 	__uint(max_entries, 65536);
 } hep_ct_v1 SEC(".maps");
+
+/* hep_ctseen_v1: the conntrack pre-filter (ct.bpf.h): when a flow hashing
+ * to each bucket last had a packet, so a packet whose bucket is older than
+ * any idle timeout of its protocol skips the hep_ct_v1 lookup.
+ * key:   hep_ct_seen_idx() of a struct hep_ct_key (loader/conntrack.py
+ *        seen_index() computes the same)
+ * value: __u32 CLOCK_MONOTONIC ns >> HEP_CTSEEN_SHIFT; plain stores, never
+ *        cleared (a stale bucket costs one lookup, never a verdict)
+ * writer: datapath (a flow created or moved on, at most once per unit),
+ *         loader (conntrack.seed); reader: datapath
+ * size:  fixed 2^HEP_CTSEEN_BITS (1 MiB): 4x the default conntrack table,
+ *        so a full table of live flows keeps >= 78% of buckets stale. Reused
+ *        with hep_ct_v1 across policy replacements: a fresh one beside an
+ *        old table would hide its flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1 << HEP_CTSEEN_BITS);
+} hep_ctseen_v1 SEC(".maps");
 
 /* hep_ctstat_v1: conntrack event counts.
  * key: enum hep_ct_event; value: __u64, per CPU
