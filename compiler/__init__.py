@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .alloc import gc_paused
 from .diagnostics import Diagnostic, PolicyError, Span
 from .ir import EGRESS, INGRESS, PolicySet
 from .lower import lower
@@ -42,6 +43,7 @@ class Compiled:
         return tuple(out)
 
 
+@gc_paused
 def compile_policy(sources: list[tuple[str, str]], *, node: str, iface: str,
                    iface_addrs: tuple = ()) -> Compiled:
     """(source name, text) pairs -> everything the loader needs for one

@@ -29,6 +29,7 @@ import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+from .alloc import builder, gc_paused
 from .diagnostics import PolicyError, Diagnostic
 from .ir import ICMP_PROTOCOLS, INGRESS, IPNetwork, PortRange, Rule
 from .mapimage import (
@@ -54,13 +55,21 @@ MAX_NOTED = 64  # HEP_MAX_NOTED: Log and audited slots per chain
 FULL = ((0, 65535),)
 
 
+# An address list is a tuple of chunks, each a tuple of networks: a rule's
+# nets are one chunk; a selector's IP set is one chunk per peer it picks,
+# the peer's own tuple, shared by every rule that picks the peer. Lowering
+# walks chunks, so a network set costs the same whether one rule selects it
+# or a thousand do.
+NetList = tuple[tuple[IPNetwork, ...], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class SideMatch:
-    """Address constraints on one side. ``pos`` lists must each contain the
-    address (nets; a selector's IP set); ``neg`` lists must not."""
+    """Address constraints on one side. Each ``pos`` list must contain the
+    address (nets; a selector's IP set); no ``neg`` list may."""
 
-    pos: tuple[tuple[IPNetwork, ...], ...] = ()
-    neg: tuple[tuple[IPNetwork, ...], ...] = ()
+    pos: tuple[NetList, ...] = ()
+    neg: tuple[NetList, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,7 @@ class _Slot:
     entry: SlotEntry
 
 
+@gc_paused
 def lower(views: dict[int, ChainView]) -> MapImage:
     """``views``: chain number -> ChainView (HEP_CHAIN_INGRESS = 0)."""
     has_policy = any(v.hep is not None for v in views.values())
@@ -101,6 +111,7 @@ def lower(views: dict[int, ChainView]) -> MapImage:
                                      f"policy needs {nslots} rule slots; at most {MAX_WORDS * 64} "
                                      f"per direction are supported"))
     classes = _Classes()
+    nets = _Nets()
     addr: list[AddrEntry] = []
     proto: list[ProtoEntry] = []
     ports: list[PortSegment] = []
@@ -110,8 +121,7 @@ def lower(views: dict[int, ChainView]) -> MapImage:
         matches = [s.match for s in slots]
         for side in (SIDE_SRC, SIDE_DST):
             for fam in (4, 6):
-                for net, vec in _addr_classes(matches, side, fam):
-                    addr.append(AddrEntry(chain, side, net, classes.id(vec)))
+                addr.extend(_addr_entries(matches, chain, side, fam, classes, nets))
             for p, segs in _l4_classes(matches, side):
                 if len(segs) == 1:
                     proto.append(ProtoEntry(chain, side, p, classes.id(segs[0][2]), None))
@@ -142,7 +152,7 @@ class _Classes:
         return self._ids.setdefault(vec, len(self._ids))
 
     def vectors(self) -> tuple[int, ...]:
-        return tuple(sorted(self._ids, key=self._ids.__getitem__))
+        return tuple(self._ids)  # insertion order is id order
 
 
 # --- slots -------------------------------------------------------------------
@@ -182,20 +192,21 @@ def _slots(chain: int, view: ChainView) -> list[_Slot]:
     untracked = any(tv.stage == "untracked" for tv in view.tiers)
     reverse = [add(_failsafe_match(fs, view.direction, reply=True), "Pass", "failsafe", stage="failsafe")
                for fs in (view.reverse_failsafes if untracked else ())]
-    hops = _tier_slots(view, "untracked", add, out)
+    picks = _Picks(view.peers)
+    hops = _tier_slots(view, "untracked", add, out, picks)
     ct = add(CATCH_ALL, "Conntrack", "conntrack", stage="conntrack")
     for s in reverse:
         s.entry = s.entry.with_next(ct.entry.slot)
-    hops += _tier_slots(view, "preDNAT", add, out)
+    hops += _tier_slots(view, "preDNAT", add, out, picks)
     if ingress:
         to_forward.append((add(CATCH_ALL, "Forward", "none", stage="forward"), 1))
-    normal = _tier_slots(view, "normal", add, out)
+    normal = _tier_slots(view, "normal", add, out, picks)
     if DEFAULT_ALLOW_PROFILE in view.profiles:
         add(CATCH_ALL, "Allow", "profile-allow", SLOT_TRACK, stage="profile", policy=DEFAULT_ALLOW_PROFILE)
     add(CATCH_ALL, "Deny", "no-profile", stage="profile")
     start = len(out)
     add(CATCH_ALL, "Conntrack", "conntrack", stage="conntrack")
-    forward = _tier_slots(view, "forward", add, out)
+    forward = _tier_slots(view, "forward", add, out, picks)
     add(CATCH_ALL, "Allow", "forward-allow", SLOT_TRACK, stage="forward")
     for s, offset in to_forward:
         s.entry = s.entry.with_next(start + offset)
@@ -212,7 +223,10 @@ def _slots(chain: int, view: ChainView) -> list[_Slot]:
     return out
 
 
-def _tier_slots(view: ChainView, stage: str, add, out: list[_Slot]) -> int:
+_RULE_REASONS = {"Allow": "rule-allow", "Deny": "rule-deny", "Pass": "rule-allow", "Log": "none"}
+
+
+def _tier_slots(view: ChainView, stage: str, add, out: list[_Slot], picks: _Picks) -> int:
     """The slots of one stage's tiers (forward: view.forward_tiers).
     Returns: how many of its tiers have Pass rules (each costs a hop)."""
     tiers = view.forward_tiers if stage == "forward" else [tv for tv in view.tiers if tv.stage == stage]
@@ -223,8 +237,7 @@ def _tier_slots(view: ChainView, stage: str, add, out: list[_Slot]) -> int:
         passes = []
         for pol in tv.policies:
             for rule in pol.rules(view.direction):
-                reason = {"Allow": "rule-allow", "Deny": "rule-deny", "Pass": "rule-allow",
-                          "Log": "none"}[rule.action]
+                reason = _RULE_REASONS[rule.action]
                 flags = track if rule.action == "Allow" else 0
                 if rule.action == "Deny" and pol.audit:
                     flags = SLOT_AUDIT
@@ -232,9 +245,9 @@ def _tier_slots(view: ChainView, stage: str, add, out: list[_Slot]) -> int:
                 # slot each, consecutive: first match over them is their OR;
                 # a noting slot goes on after the last (noted once).
                 alts = [add(m, rule.action, reason, flags, stage=tv.stage, tier=tv.tier.name,
-                            policy=pol.name, rule=rule.index) for m in _rule_matches(rule, view.peers)]
-                for s in alts:
-                    if rule.action == "Log" or flags & SLOT_AUDIT:
+                            policy=pol.name, rule=rule.index) for m in _rule_matches(rule, view.peers, picks)]
+                if rule.action == "Log" or flags & SLOT_AUDIT:
+                    for s in alts:
                         s.entry = s.entry.with_next(len(out))
                 if rule.action == "Pass":
                     passes.extend(alts)
@@ -258,7 +271,7 @@ def _failsafe_match(fs, direction: str, reply: bool = False) -> Match:
     direction's entries), and the net on the remote end (the source on
     ingress, the destination on egress)."""
     fams = frozenset({fs.net.version}) if fs.net is not None else frozenset({4, 6})
-    nets = SideMatch(pos=((fs.net,),)) if fs.net is not None else SideMatch()
+    nets = SideMatch(pos=(((fs.net,),),)) if fs.net is not None else SideMatch()
     port = {"sports" if reply else "dports": ((fs.port, fs.port),)}
     if direction == INGRESS:
         return Match(fams, nets, SideMatch(), protocol=fs.proto_number, **port)
@@ -271,25 +284,51 @@ def _ranges(ports) -> tuple[tuple[int, int], ...] | None:
     return tuple((p.lo, p.hi) for p in ports if isinstance(p, PortRange))
 
 
-def _side(ent, peers: tuple[Peer, ...]) -> SideMatch | None:
+class _Picks:
+    """What each rule selector picks among a view's peers, as an address
+    list. Rules repeat selectors (many rules, few network sets), so each
+    selector is evaluated against the peers once."""
+
+    def __init__(self, peers: tuple[Peer, ...]):
+        self.peers = peers
+        self.labels = [p.label_map() for p in peers]
+        self.selected: dict[tuple, NetList] = {}
+        self.not_selected: dict[object, NetList] = {}
+
+    def pos(self, ent) -> NetList:
+        key = (ent.selector, ent.namespace_selector)
+        hit = self.selected.get(key)
+        if hit is None:
+            hit = self.selected[key] = tuple(p.nets for p in self.peers if p.nets and peer_selected(ent, p))
+        return hit
+
+    def neg(self, sel) -> NetList:
+        hit = self.not_selected.get(sel)
+        if hit is None:
+            hit = self.not_selected[sel] = tuple(p.nets for p, labels in zip(self.peers, self.labels)
+                                                 if p.nets and sel.evaluate(labels))
+        return hit
+
+
+def _side(ent, picks: _Picks) -> SideMatch | None:
     pos, neg = [], []
     if ent.nets:
-        pos.append(ent.nets)
+        pos.append((ent.nets,))
     if ent.not_nets:
-        neg.append(ent.not_nets)
+        neg.append((ent.not_nets,))
     if ent.selector is not None or ent.namespace_selector is not None:
-        ipset = tuple(n for p in peers if peer_selected(ent, p) for n in p.nets)
+        ipset = picks.pos(ent)
         if not ipset:
             return None
         pos.append(ipset)
     if ent.not_selector is not None:
-        ipset = tuple(n for p in peers if ent.not_selector.evaluate(p.label_map()) for n in p.nets)
+        ipset = picks.neg(ent.not_selector)
         if ipset:
             neg.append(ipset)
     return SideMatch(tuple(pos), tuple(neg))
 
 
-def _rule_matches(rule: Rule, peers: tuple[Peer, ...]) -> list[Match]:
+def _rule_matches(rule: Rule, peers: tuple[Peer, ...], picks: _Picks) -> list[Match]:
     """The rule as a list of Matches whose OR is the rule: one, or more
     where named ports add (address, protocol, port) alternatives. Empty if
     the rule can never match (e.g. a selector that picks no peer)."""
@@ -301,7 +340,7 @@ def _rule_matches(rule: Rule, peers: tuple[Peer, ...]) -> list[Match]:
     for nets in (rule.source.nets, rule.source.not_nets, rule.destination.nets, rule.destination.not_nets):
         if nets:
             fams &= {n.version for n in nets}
-    src, dst = _side(rule.source, peers), _side(rule.destination, peers)
+    src, dst = _side(rule.source, picks), _side(rule.destination, picks)
     if not fams or src is None or dst is None:
         return []
     icmp = lambda m: None if m is None else (m.type, m.code)  # noqa: E731
@@ -336,7 +375,7 @@ def _port_alternatives(ent, peers: tuple[Peer, ...]):
         for net, proto, port in named_port_members(ent, p.name, peers):
             groups[(proto, port)].append(net)
     for (proto, port), nets in sorted(groups.items()):
-        alts.append((tuple(dict.fromkeys(nets)), proto, ((port, port),)))
+        alts.append(((tuple(dict.fromkeys(nets)),), proto, ((port, port),)))
     return alts
 
 
@@ -358,74 +397,179 @@ def _with_alternatives(m: Match, side: str, alts) -> list[Match]:
 
 # --- address classes ----------------------------------------------------------
 
-def _addr_classes(matches: list[Match], side: int, fam: int) -> list[tuple[IPNetwork, int]]:
-    """LPM entries for one (side, family) scope, each with the vector of the
-    slots admitting the addresses whose longest match it is.
+_addr_entry = builder(AddrEntry)  # one per LPM entry: 200,000 at the scale target
+
+
+class _Nets:
+    """Per-chunk facts every address scope needs, computed once per lower():
+    a chunk's networks of one family and their sort keys
+    (address << 8 | prefix length: (address, length) order, one int)."""
+
+    def __init__(self):
+        self._split: dict[tuple[int, int], tuple] = {}
+
+    def of(self, chunk: tuple[IPNetwork, ...], fam: int) -> tuple[tuple[IPNetwork, ...], tuple[int, ...]]:
+        key = (id(chunk), fam)
+        hit = self._split.get(key)
+        if hit is None:
+            nets = tuple(n for n in chunk if n.version == fam)
+            hit = self._split[key] = (nets, tuple(int(n.network_address) << 8 | n.prefixlen for n in nets))
+        return hit
+
+
+def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes: _Classes,
+                  nets: _Nets) -> list[AddrEntry]:
+    """LPM entries for one (chain, side, family) scope, each with the class
+    of the slots admitting the addresses whose longest match it is.
 
     CIDRs form a laminar family (two prefixes nest or are disjoint), so the
     addresses whose longest match is C are inside exactly C and its
-    ancestors. A depth-first walk in (address, length) order keeps, per slot,
-    how many of its positive lists and negative lists are hit on the path;
-    entering or leaving a CIDR touches only the slots whose lists hold it."""
-    root = ipaddress.ip_network("0.0.0.0/0" if fam == 4 else "::/0")
-    need: list[int] = []
-    have: list[int] = []
-    negs: list[int] = []
-    lists: dict[frozenset, int] = {}
-    users: list[list[tuple[int, bool]]] = []
-    vec = 0
+    ancestors, and a slot admits them iff each of its positive lists and
+    none of its negative lists holds C or an ancestor. A depth-first walk
+    in (address, length) order keeps, per CIDR on the path, the state "which
+    lists are hit": a slot with one positive list (most) is admitted by the
+    OR of its list's vector over the hit lists, one with several checks
+    them all; negative lists mask. A CIDR's state depends only on its
+    parent's and on the lists holding it, so it is computed once per
+    distinct pair, not once per CIDR."""
+    lids: dict[tuple[int, ...], int] = {}  # the list's chunk ids -> list id (-1: empty in this family)
+    chunks: list[tuple] = []  # list id -> its chunks, this family's networks only
+    single: list[int] = []  # list id -> slots whose one positive list it is
+    negative: list[int] = []  # list id -> slots it must not hold
+    used: list[bool] = []
+    multi: dict[int, list[tuple[int, frozenset[int]]]] = defaultdict(list)  # list id -> (slot, its lists)
+    base = 0  # slots with no positive list
+
+    def lid(netlist: NetList) -> int:
+        key = tuple(map(id, netlist))
+        found = lids.get(key)
+        if found is None:
+            parts = tuple(part for part in (nets.of(c, fam) for c in netlist) if part[0])
+            found = lids[key] = len(chunks) if parts else -1
+            if parts:
+                chunks.append(parts)
+                single.append(0)
+                negative.append(0)
+                used.append(False)
+        return found
+
     for s, m in enumerate(matches):
-        sm = m.src if side == SIDE_SRC else m.dst
-        eligible = fam in m.families
-        pos = [frozenset(n for n in l if n.version == fam) for l in sm.pos]
-        neg = [frozenset(n for n in l if n.version == fam) for l in sm.neg]
-        if not eligible or any(not l for l in pos):
-            need.append(-1)  # never satisfiable in this family
-            have.append(0)
-            negs.append(0)
+        if fam not in m.families:
             continue
-        need.append(len(pos))
-        have.append(0)
-        negs.append(0)
-        for l, positive in [(l, True) for l in pos] + [(l, False) for l in neg if l]:
-            lid = lists.setdefault(l, len(lists))
-            if lid == len(users):
-                users.append([])
-            users[lid].append((s, positive))
-        if not pos:
-            vec |= 1 << s
-    members: dict[IPNetwork, list[int]] = defaultdict(list)
-    for l, lid in lists.items():
-        for n in l:
-            members[n].append(lid)
-    count = [0] * len(lists)
+        sm = m.src if side == SIDE_SRC else m.dst
+        pos = [lid(nl) for nl in sm.pos]
+        if -1 in pos:
+            continue  # never satisfiable in this family
+        bit = 1 << s
+        for n in sm.neg:
+            n = lid(n)
+            if n >= 0:
+                negative[n] |= bit
+                used[n] = True
+        need = frozenset(pos)
+        for p in need:
+            used[p] = True
+        if not need:
+            base |= bit
+        elif len(need) == 1:
+            single[pos[0]] |= bit
+        else:
+            for p in need:
+                multi[p].append((bit, need))
 
-    def touch(lid: int, delta: int) -> None:
-        nonlocal vec
-        count[lid] += delta
-        if count[lid] != (1 if delta > 0 else 0):
-            return  # the list was already hit (or still is) on this path
-        for s, positive in users[lid]:
-            before = have[s] == need[s] and negs[s] == 0
-            if positive:
-                have[s] += delta
-            else:
-                negs[s] += delta
-            if before != (have[s] == need[s] and negs[s] == 0):
-                vec ^= 1 << s
+    # Which lists hold each CIDR (a CIDR may be in several chunks), as an
+    # index into ``holders``: the CIDRs of one chunk share their lists.
+    owners: dict[int, tuple[tuple, list[int]]] = {}
+    for i, parts in enumerate(chunks):
+        if used[i]:
+            for part in parts:
+                owners.setdefault(id(part), (part, []))[1].append(i)
+    holders: dict[tuple[int, ...], int] = {}
+    lists_of: list[tuple[int, ...]] = []  # holders index -> list ids
 
-    out: list[tuple[IPNetwork, int]] = []
-    if root not in members:
-        out.append((root, vec))
-    stack: list[IPNetwork] = []
-    for net in sorted(members, key=lambda n: (int(n.network_address), n.prefixlen)):
-        while stack and not net.subnet_of(stack[-1]):
-            for lid in members[stack.pop()]:
-                touch(lid, -1)
-        for lid in members[net]:
-            touch(lid, +1)
-        stack.append(net)
-        out.append((net, vec))
+    def holder(ls) -> int:
+        ls = tuple(sorted(set(ls)))
+        h = holders.get(ls)
+        if h is None:
+            h = holders[ls] = len(lists_of)
+            lists_of.append(ls)
+        return h
+
+    held: dict[int, int] = {}  # sort key -> index into holders
+    net_of: dict[int, IPNetwork] = {}
+    for (part_nets, part_keys), ls in owners.values():
+        h = holder(ls)
+        for k, n in zip(part_keys, part_nets):
+            prev = held.get(k)
+            if prev is None:
+                held[k] = h
+                net_of[k] = n
+            elif prev != h:
+                held[k] = holder(lists_of[prev] + lists_of[h])
+
+    # What a set of lists contributes: (positive OR, negative OR, the lists
+    # multi-list slots use).
+    contrib: dict[int, tuple[int, int, tuple[int, ...]]] = {}
+
+    def contribution(h: int) -> tuple[int, int, tuple[int, ...]]:
+        pos = neg = 0
+        for i in lists_of[h]:
+            pos |= single[i]
+            neg |= negative[i]
+        c = contrib[h] = (pos, neg, tuple(i for i in lists_of[h] if i in multi))
+        return c
+
+    # States: 0 is the root's (no list hit). Each: (positive OR, negative OR,
+    # satisfied multi-list slots, hit lists that multi-list slots use).
+    states: list[tuple[int, int, int, frozenset[int]]] = [(0, 0, 0, frozenset())]
+    klass: list[int] = [-1]  # state -> class id, -1 until asked
+    memo: dict[int, int] = {}  # parent state * len(holders) + holders index -> state
+    nh = len(holders)
+
+    def child(parent: int, h: int) -> int:
+        ppos, pneg, ok, hit = states[parent]
+        cpos, cneg, cmulti = contrib.get(h) or contribution(h)
+        fresh = [i for i in cmulti if i not in hit] if cmulti else None
+        if fresh:
+            hit = hit.union(fresh)
+            for i in fresh:
+                for bit, need in multi[i]:
+                    if need <= hit:
+                        ok |= bit
+        states.append((ppos | cpos if cpos else ppos, pneg | cneg if cneg else pneg, ok, hit))
+        klass.append(-1)
+        state = memo[parent * nh + h] = len(states) - 1
+        return state
+
+    def class_of(state: int) -> int:
+        pos, neg, ok, _ = states[state]
+        admitted = base | pos | ok if ok else base | pos
+        k = klass[state] = classes.id((admitted | neg) ^ neg if neg else admitted)
+        return k
+
+    out: list[AddrEntry] = []
+    append = out.append
+    if 0 not in held:
+        append(_addr_entry(chain, side, ipaddress.ip_network("0.0.0.0/0" if fam == 4 else "::/0"), class_of(0)))
+    width = 32 if fam == 4 else 128
+    span = [(1 << (width - plen)) - 1 for plen in range(width + 1)]  # host part by prefix length
+    # The path from the root: (last address, state) of each CIDR on it; the
+    # root's is above every address.
+    top_hi, top_state = 1 << 129, 0
+    stack: list[tuple[int, int]] = []
+    get_state = memo.get
+    for k in sorted(held):
+        lo = k >> 8
+        while lo > top_hi:
+            top_hi, top_state = stack.pop()
+        key = top_state * nh + held[k]
+        state = get_state(key)
+        if state is None:
+            state = child(top_state, held[k])
+        stack.append((top_hi, top_state))
+        top_hi, top_state = lo | span[k & 0xFF], state
+        c = klass[state]
+        append(_addr_entry(chain, side, net_of[k], c if c >= 0 else class_of(state)))
     return out
 
 
@@ -506,13 +650,14 @@ def _accept(m: Match, side: int, proto: int) -> tuple[tuple[int, int], ...]:
     return acc
 
 
-def _sweep(accepts: list[tuple[tuple[int, int], ...]]) -> list[tuple[int, int, int]]:
-    """Partition 0..65535 into segments of equal vectors: (lo, hi, vector)."""
+def _sweep(accepts) -> list[tuple[int, int, int]]:
+    """Partition 0..65535 into segments of equal vectors: (lo, hi, vector).
+    ``accepts``: (ranges, slots) pairs, the slots of disjoint pairs."""
     events: dict[int, int] = defaultdict(int)
-    for s, acc in enumerate(accepts):
-        for lo, hi in acc:
-            events[lo] ^= 1 << s
-            events[hi + 1] ^= 1 << s
+    for ranges, slots in accepts:
+        for lo, hi in ranges:
+            events[lo] ^= slots
+            events[hi + 1] ^= slots
     segs: list[tuple[int, int, int]] = []
     vec, at = 0, 0
     for pos in sorted(events):
@@ -533,15 +678,39 @@ def _sweep(accepts: list[tuple[tuple[int, int], ...]]) -> list[tuple[int, int, i
 
 def _l4_classes(matches: list[Match], side: int):
     """Yield (protocol, segments) for all 256 protocols. Protocols no slot
-    names share one computation."""
+    names share one computation. Slots are grouped by the fields that decide
+    what they admit, so each group's values are computed once per protocol
+    and swept as one (rules repeat port lists; most name one protocol)."""
+    groups: dict[tuple, list] = {}  # L4 fields -> [a match with them, its slots]
+    for s, m in enumerate(matches):
+        key = (m.sports, m.not_sports) if side == SIDE_SRC else \
+            (m.protocol, m.not_protocol, m.icmp, m.not_icmp, m.dports, m.not_dports)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [m, 1 << s]
+        else:
+            group[1] |= 1 << s
+    # The destination side tests the protocol: a group naming another one admits nothing.
+    by_proto: dict[int | None, list] = defaultdict(list)
+    for m, slots in groups.values():
+        by_proto[m.protocol if side == SIDE_DST else None].append((m, slots))
+
+    def segments(proto: int) -> list[tuple[int, int, int]]:
+        admitted: dict[tuple, int] = {}
+        for m, slots in by_proto.get(None, []) + (by_proto.get(proto, []) if proto is not None else []):
+            acc = _accept(m, side, proto)
+            if acc:
+                admitted[acc] = admitted.get(acc, 0) | slots
+        return _sweep(admitted.items())
+
     named = set(PORTED) | set(ICMP)
     for m in matches:
         named.update(p for p in (m.protocol, m.not_protocol) if p is not None)
     generic = None
     for proto in range(256):
         if proto in named:
-            yield proto, _sweep([_accept(m, side, proto) for m in matches])
+            yield proto, segments(proto)
             continue
         if generic is None:
-            generic = _sweep([_accept(m, side, proto) for m in matches])
+            generic = segments(proto)
         yield proto, generic

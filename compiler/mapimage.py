@@ -8,6 +8,7 @@ canonical text dump (``dump``) is what golden tests diff and what
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, replace
 
 from .ir import IPNetwork
@@ -86,11 +87,16 @@ class MapImage:
         return self.nwords * 64
 
     def class_words(self, klass: int) -> tuple[int, int, tuple[int, ...]]:
-        """(lo, hi, words) of a class vector; lo > hi when empty."""
+        """(lo, hi, words) of a class vector: its first and last non-zero
+        64-bit word (lo > hi when empty) and all ``nwords`` words, least
+        significant first."""
         vec = self.classes[klass]
-        words = tuple((vec >> (64 * i)) & 0xFFFFFFFFFFFFFFFF for i in range(self.nwords))
-        nz = [i for i, w in enumerate(words) if w]
-        return (nz[0], nz[-1], words) if nz else (1, 0, words)
+        # One conversion, not a shift per word: encoding 35,000 classes of
+        # 110 words took 1.3 s word by word.
+        words = struct.unpack(f"<{self.nwords}Q", vec.to_bytes(8 * self.nwords, "little"))
+        if not vec:
+            return 1, 0, words
+        return ((vec & -vec).bit_length() - 1) // 64, (vec.bit_length() - 1) // 64, words
 
 
 def _bits(vec: int) -> str:

@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from . import felixfields, k8spolicy
+from . import felixfields, k8spolicy, netparse
+from .alloc import gc_paused
 from .autohep import auto_host_endpoints
 from .diagnostics import Diagnostic, PolicyError, Span
 from .ir import (
@@ -83,6 +84,7 @@ _PORT_NAME_K8S = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _NAMESPACED = ("NetworkPolicy", "NetworkSet")
 
 
+@gc_paused
 def parse(text: str, *, source: str) -> PolicySet:
     """Parse and validate every resource in ``text``; raise ``PolicyError``
     listing all problems found."""
@@ -99,6 +101,7 @@ def parse(text: str, *, source: str) -> PolicySet:
     return out.build()
 
 
+@gc_paused
 def parse_files(texts: list[tuple[str, str]]) -> PolicySet:
     """Parse several (source, text) pairs into one PolicySet."""
     errors: list[Diagnostic] = []
@@ -186,7 +189,7 @@ class _Fields:
         if self.node is None:
             return None
         node = self.node.get(key)
-        if isinstance(node, Scalar) and node.value is None and not node.quoted:
+        if node is None or isinstance(node, Scalar) and node.value is None and not node.quoted:
             return None  # `key:` or `key: null` means unset, as in Go's JSON
         return node
 
@@ -374,16 +377,41 @@ def _cidr(node: Node, path: str) -> IPNetwork:
         # ("fe80::1%eth0") addresses, Python does: refuse them.
         if "%" in text:
             raise ValueError(text)
-        return ipaddress.ip_network(text, strict=False)
+        return netparse.network(text)
     except ValueError:
         raise _err(node, path, "not a valid IP address or CIDR") from None
+
+
+def _cidrs(node: Node | None, path: str) -> tuple[IPNetwork, ...]:
+    """``_list_of(node, path, _cidr)`` for a network set's nets, which may
+    be 100,000 long: item by item (and its error) only from the first item
+    that is not a plain CIDR string."""
+    out = []
+    network = netparse.network
+    for item in _seq(node, path):
+        value = item.value if type(item) is Scalar else None
+        if type(value) is not str or "%" in value:
+            break
+        try:
+            out.append(network(value))
+        except ValueError:
+            break
+    else:
+        return tuple(out)
+    return _list_of(node, path, _cidr)
 
 
 def _rule_net(node: Node, path: str) -> IPNetwork:
     """A rule's nets/notNets entry: Calico's "net" validator wants the
     network address itself (a bare IP is a /32 or /128)."""
-    net = _cidr(node, path)
-    if ipaddress.ip_interface(node.value).ip != net.network_address:
+    text = _str(node, path)
+    try:
+        if "%" in text:
+            raise ValueError(text)
+        net, exact = netparse.network_exact(text)
+    except ValueError:
+        raise _err(node, path, "not a valid IP address or CIDR") from None
+    if not exact:
         raise _err(node, path, f"host bits are set (a rule takes a network address: did you mean {net}?)")
     return net
 
@@ -497,6 +525,8 @@ def _icmp(node: Node | None, path: str) -> IcmpMatch | None:
 def _entity(node: Node | None, path: str, span: Span) -> tuple[EntityRule, Node | None]:
     """One side of a rule, plus its ``services`` node (validated here as far
     as the side alone allows; the rule and policy checks come later)."""
+    if node is None:
+        return EntityRule(span=span), None
     f = _Fields(node, path, span)
     nets = _list_of(f.get("nets"), f.sub("nets"), _rule_net, limit=256)
     not_nets = _list_of(f.get("notNets"), f.sub("notNets"), _rule_net, limit=256)
@@ -629,9 +659,11 @@ def _rule(node: Node, path: str, index: int, direction: str, *, kind: str = "Glo
     http = f.get("http")
     if http is not None:
         _http(http, f.sub("http"))
-    meta = _Fields(f.get("metadata"), f.sub("metadata"), node.span)
-    _annotations(meta.get("annotations"), meta.sub("annotations"))
-    meta.done()
+    meta_node = f.get("metadata")
+    if meta_node is not None:
+        meta = _Fields(meta_node, f.sub("metadata"), node.span)
+        _annotations(meta.get("annotations"), meta.sub("annotations"))
+        meta.done()
     f.done()
     rule = Rule(action, index, ip_version, protocol, not_protocol, icmp, not_icmp, src, dst, node.span)
     _check_rule(rule, node, path)
@@ -881,7 +913,7 @@ class _Builder:
 
     def _netset(self, kind, name, namespace, labels, spec, path, span, meta) -> None:
         f = _Fields(spec, path, span)
-        nets = _list_of(f.get("nets"), f.sub("nets"), _cidr)
+        nets = _cidrs(f.get("nets"), f.sub("nets"))
         f.done()
         if any(k == "projectcalico.org/namespace" for k, _ in labels):
             raise _err(meta.node.get("labels"), meta.sub("labels"),

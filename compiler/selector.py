@@ -35,6 +35,7 @@ quotes unless they contain one, set members sorted and de-duplicated.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -516,8 +517,11 @@ class _Parser:
         return tuple(values)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_selector(text: str) -> Selector:
-    """Parse a selector; raises SelectorError for anything Calico rejects."""
+    """Parse a selector; raises SelectorError for anything Calico rejects.
+    (Cached: a policy repeats a few selectors in thousands of rules, and a
+    Selector is immutable.)"""
     tokens = _tokenize(text)
     if tokens[0].kind == "eof":
         return Selector(All())  # empty (or blank) selector selects everything
