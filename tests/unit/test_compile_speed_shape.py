@@ -91,13 +91,18 @@ def test_the_map_image_holds_what_the_policy_implies(big):
 SEEDS = sorted((Path(__file__).parent.parent / "seeds").glob("*.yaml"))
 
 
+def test_libyaml_is_there():
+    """PyYAML (with libyaml) is a dependency: without it the fast path is
+    silently gone and a 3 MB policy takes seconds to read."""
+    assert yamlsrc._libyaml is not None
+
+
 def _reference(text: str, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(yamlsrc, "_libyaml", None)
         return load_documents(text, source="p.yaml")
 
 
-@pytest.mark.skipif(yamlsrc._libyaml is None, reason="PyYAML with libyaml is not installed")
 @pytest.mark.parametrize("text", [
     scale.policy_text(200, 3000),
     *(p.read_text() for p in SEEDS),
@@ -113,7 +118,6 @@ def test_libyaml_path_builds_the_same_nodes(text, monkeypatch):
     assert load_documents(text, source="p.yaml") == fast
 
 
-@pytest.mark.skipif(yamlsrc._libyaml is None, reason="PyYAML with libyaml is not installed")
 @pytest.mark.parametrize("text", [
     "a: 1\na: 2\n", "a: on\n", "a: [0777]\n", "a: &x 1\nb: *x\n", "a: !!str 1\n", "%YAML 1.2\n---\na: 1\n",
     "f: >#\n  a\n", "a: ['x':y]\n", "a: 1\n...\n...\n", "a:\tb\n", "a: 1e999\n", "? [a]\n: b\n", "<<: 1\n",
