@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from itertools import repeat
 from dataclasses import dataclass, replace
 
 from .alloc import builder, gc_paused
@@ -400,20 +401,34 @@ def _with_alternatives(m: Match, side: str, alts) -> list[Match]:
 _addr_entry = builder(AddrEntry)  # one per LPM entry: 200,000 at the scale target
 
 
+class _Part:
+    """A chunk's networks of one family: their sort keys (address << 8 |
+    prefix length: (address, length) order, one int), sorted, and the
+    network of each key. Sorted once here, so a scope's sort merges runs."""
+
+    __slots__ = ("keys", "by_key")
+
+    def __init__(self, nets: list[IPNetwork]):
+        # int(address) and .prefixlen are Python-level calls; the attributes
+        # behind them (which netparse sets too) are not.
+        self.by_key = {n.network_address._ip << 8 | n._prefixlen: n for n in nets}
+        self.keys = sorted(self.by_key)
+
+
 class _Nets:
     """Per-chunk facts every address scope needs, computed once per lower():
-    a chunk's networks of one family and their sort keys
-    (address << 8 | prefix length: (address, length) order, one int)."""
+    each chunk's ``_Part`` of each family (the two split in one pass)."""
 
     def __init__(self):
-        self._split: dict[tuple[int, int], tuple] = {}
+        self._split: dict[tuple[int, int], _Part] = {}
 
-    def of(self, chunk: tuple[IPNetwork, ...], fam: int) -> tuple[tuple[IPNetwork, ...], tuple[int, ...]]:
-        key = (id(chunk), fam)
-        hit = self._split.get(key)
+    def of(self, chunk: tuple[IPNetwork, ...], fam: int) -> _Part:
+        hit = self._split.get((id(chunk), fam))
         if hit is None:
-            nets = tuple(n for n in chunk if n.version == fam)
-            hit = self._split[key] = (nets, tuple(int(n.network_address) << 8 | n.prefixlen for n in nets))
+            v4 = [n for n in chunk if n.version == 4]
+            v6 = [n for n in chunk if n.version == 6] if len(v4) < len(chunk) else []
+            self._split[(id(chunk), 4)], self._split[(id(chunk), 6)] = _Part(v4), _Part(v6)
+            hit = self._split[(id(chunk), fam)]
         return hit
 
 
@@ -429,11 +444,12 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
     in (address, length) order keeps, per CIDR on the path, the state "which
     lists are hit": a slot with one positive list (most) is admitted by the
     OR of its list's vector over the hit lists, one with several checks
-    them all; negative lists mask. A CIDR's state depends only on its
-    parent's and on the lists holding it, so it is computed once per
-    distinct pair, not once per CIDR."""
+    them all; negative lists mask. A CIDR's state depends only on the sets
+    of lists holding it and its ancestors, so it is computed once per
+    distinct (parent state, lists holding it) pair, and its vectors once
+    per distinct collection of such sets."""
     lids: dict[tuple[int, ...], int] = {}  # the list's chunk ids -> list id (-1: empty in this family)
-    chunks: list[tuple] = []  # list id -> its chunks, this family's networks only
+    chunks: list[tuple[_Part, ...]] = []  # list id -> its chunks, this family's networks only
     single: list[int] = []  # list id -> slots whose one positive list it is
     negative: list[int] = []  # list id -> slots it must not hold
     used: list[bool] = []
@@ -444,7 +460,7 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
         key = tuple(map(id, netlist))
         found = lids.get(key)
         if found is None:
-            parts = tuple(part for part in (nets.of(c, fam) for c in netlist) if part[0])
+            parts = tuple(part for part in (nets.of(c, fam) for c in netlist) if part.keys)
             found = lids[key] = len(chunks) if parts else -1
             if parts:
                 chunks.append(parts)
@@ -479,7 +495,7 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
 
     # Which lists hold each CIDR (a CIDR may be in several chunks), as an
     # index into ``holders``: the CIDRs of one chunk share their lists.
-    owners: dict[int, tuple[tuple, list[int]]] = {}
+    owners: dict[int, tuple[_Part, list[int]]] = {}
     for i, parts in enumerate(chunks):
         if used[i]:
             for part in parts:
@@ -497,13 +513,17 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
 
     held: dict[int, int] = {}  # sort key -> index into holders
     net_of: dict[int, IPNetwork] = {}
-    for (part_nets, part_keys), ls in owners.values():
+    for part, ls in owners.values():
         h = holder(ls)
-        for k, n in zip(part_keys, part_nets):
+        if held.keys().isdisjoint(part.keys):  # the usual case, a whole chunk at C speed
+            held.update(dict.fromkeys(part.keys, h))
+            net_of.update(part.by_key)
+            continue
+        for k in part.keys:
             prev = held.get(k)
             if prev is None:
                 held[k] = h
-                net_of[k] = n
+                net_of[k] = part.by_key[k]
             elif prev != h:
                 held[k] = holder(lists_of[prev] + lists_of[h])
 
@@ -520,25 +540,37 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
         return c
 
     # States: 0 is the root's (no list hit). Each: (positive OR, negative OR,
-    # satisfied multi-list slots, hit lists that multi-list slots use).
+    # satisfied multi-list slots, hit lists that multi-list slots use), all
+    # functions of the holders on its path, so one state per set of them.
     states: list[tuple[int, int, int, frozenset[int]]] = [(0, 0, 0, frozenset())]
+    on_path: list[frozenset[int]] = [frozenset()]  # state -> its holders
+    by_path: dict[frozenset[int], int] = {frozenset(): 0}
     klass: list[int] = [-1]  # state -> class id, -1 until asked
     memo: dict[int, int] = {}  # parent state * len(holders) + holders index -> state
     nh = len(holders)
 
     def child(parent: int, h: int) -> int:
-        ppos, pneg, ok, hit = states[parent]
-        cpos, cneg, cmulti = contrib.get(h) or contribution(h)
-        fresh = [i for i in cmulti if i not in hit] if cmulti else None
-        if fresh:
-            hit = hit.union(fresh)
-            for i in fresh:
-                for bit, need in multi[i]:
-                    if need <= hit:
-                        ok |= bit
-        states.append((ppos | cpos if cpos else ppos, pneg | cneg if cneg else pneg, ok, hit))
-        klass.append(-1)
-        state = memo[parent * nh + h] = len(states) - 1
+        path = on_path[parent]
+        if h in path:
+            state = parent
+        else:
+            path = path.union((h,))
+            state = by_path.get(path)
+            if state is None:
+                ppos, pneg, ok, hit = states[parent]
+                cpos, cneg, cmulti = contrib.get(h) or contribution(h)
+                fresh = [i for i in cmulti if i not in hit] if cmulti else None
+                if fresh:
+                    hit = hit.union(fresh)
+                    for i in fresh:
+                        for bit, need in multi[i]:
+                            if need <= hit:
+                                ok |= bit
+                states.append((ppos | cpos if cpos else ppos, pneg | cneg if cneg else pneg, ok, hit))
+                on_path.append(path)
+                klass.append(-1)
+                state = by_path[path] = len(states) - 1
+        memo[parent * nh + h] = state
         return state
 
     def class_of(state: int) -> int:
@@ -548,28 +580,35 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
         return k
 
     out: list[AddrEntry] = []
-    append = out.append
     if 0 not in held:
-        append(_addr_entry(chain, side, ipaddress.ip_network("0.0.0.0/0" if fam == 4 else "::/0"), class_of(0)))
+        out.append(_addr_entry(chain, side, ipaddress.ip_network("0.0.0.0/0" if fam == 4 else "::/0"),
+                               class_of(0)))
     width = 32 if fam == 4 else 128
     span = [(1 << (width - plen)) - 1 for plen in range(width + 1)]  # host part by prefix length
-    # The path from the root: (last address, state) of each CIDR on it; the
-    # root's is above every address.
+    # The path from the root: (last address, state) of each CIDR on it whose
+    # state differs from its parent's (one that adds no list changes nothing
+    # below it); the root's is above every address.
     top_hi, top_state = 1 << 129, 0
     stack: list[tuple[int, int]] = []
+    push, pop = stack.append, stack.pop
     get_state = memo.get
-    for k in sorted(held):
+    keys = sorted(held)
+    ids: list[int] = []  # class of each key
+    add_id = ids.append
+    for k in keys:
         lo = k >> 8
         while lo > top_hi:
-            top_hi, top_state = stack.pop()
-        key = top_state * nh + held[k]
-        state = get_state(key)
+            top_hi, top_state = pop()
+        h = held[k]
+        state = get_state(top_state * nh + h)
         if state is None:
-            state = child(top_state, held[k])
-        stack.append((top_hi, top_state))
-        top_hi, top_state = lo | span[k & 0xFF], state
+            state = child(top_state, h)
         c = klass[state]
-        append(_addr_entry(chain, side, net_of[k], c if c >= 0 else class_of(state)))
+        add_id(c if c >= 0 else class_of(state))
+        if state != top_state and k & 0xFF != width:  # a full-length prefix holds no other
+            push((top_hi, top_state))
+            top_hi, top_state = lo | span[k & 0xFF], state
+    out.extend(map(_addr_entry, repeat(chain), repeat(side), map(net_of.__getitem__, keys), ids))
     return out
 
 
