@@ -233,8 +233,9 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
                     notes.append(f"note: conntrack table resized to {ct_size}: known flows start over")
             if EVENTS in old and old[EVENTS].max_entries == events.buffer:
                 reuse[EVENTS] = old[EVENTS].fd
+        # The standby generation is filled once the program enforces (below).
         dp = load_image(compiled.image, local_nets=local_nets(), ct_size=ct_size, reuse=reuse, events=events,
-                        audit=audit)
+                        audit=audit, standby=False)
         fds.callback(dp.close)
         restamp = CT in reuse and CTSEEN not in reuse  # from an object without the pre-filter
         if restamp:
@@ -262,6 +263,9 @@ def attach(iface: str, compiled: Compiled, *, mode: str, node: str, sources: lis
             eg = tc.attach(ifindex, dp.tc_prog.fd, pin_dir=tc_pins, mechanism=tc_mechanism)
             created_qdisc = eg.created_qdisc
         notes.extend(eg.notes)
+        # Before committing: the first update in place writes what changed
+        # into this generation, so it must hold the policy (or undo all).
+        dp.fill_standby()
         undo.pop_all()  # committed
         if restamp:  # flows the old program made meanwhile
             conntrack.restamp(dp.ct_map(), dp.obj.map(CTSEEN))

@@ -17,22 +17,26 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import struct
 import sys
 import time
+from array import array
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from hepbpf.compiler.alloc import gc_paused
 from hepbpf.compiler.mapimage import CHAIN_INGRESS, MapImage
 from hepbpf.compiler.packet import Packet
 from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import abi, conntrack
-from .encode import (CT_DEFAULT_SIZE, Capacity, Content, EncodedImage, EventSettings, Placement, content,
-                     encode, local_key)
+from .encode import (CT_DEFAULT_SIZE, Capacity, Changes, Content, EncodedImage, EventSettings, Placement,
+                     content, encode, local_key)
 from .frames import frame
-from .libbpf import BpfObject, Map
-from .mapnames import (CLASS, CT, CTSEEN, EVENTS, GEN, LOCAL4, LOCAL6, NOTES, RULE_STATS, SYNC, TC_PROGRAM, TRACE,
-                       UPDATE_MAPS, XDP_OBJECT, XDP_PROGRAM)
+from .libbpf import BPF_F_MMAPABLE, BpfObject, Map
+from .mapnames import (CLASS, CT, CTSEEN, EVENTS, GEN, LOCAL4, LOCAL6, NOTES, PORT, RULE_STATS, SYNC, TC_PROGRAM,
+                       TRACE, UPDATE_MAPS, XDP_OBJECT, XDP_PROGRAM)
 from .percpu import per_cpu
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -41,6 +45,7 @@ TC_ACT_UNSPEC, TC_ACT_SHOT = 0xFFFFFFFF, 2  # test_run reports the return value 
 # kernel zero-fills the rest of a short context.
 SKB_CTX = struct.Struct("=9I I I")
 ANY_INGRESS_IFINDEX = 1  # a forwarded packet came in somewhere; the number is not read
+PARALLEL_BYTES = 1 << 20  # keys written; below, threads cost more than they save
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,29 +103,61 @@ class Generations:
     def active(self) -> int:
         return int.from_bytes(self.maps[GEN].lookup(_u32(0)), sys.byteorder)
 
-    def plan(self, gen: int, new: Content) -> tuple[dict, dict, list[bytes]]:
-        """What write() does: (writes, deletes, rule counter keys)."""
+    def plan(self, gen: int, new: Content) -> tuple[Changes, bytes]:
+        """What write() does: (changes, rule counter keys)."""
         place = Placement(self.capacity, gen)
-        writes, deletes = place.changes(new, self.held[gen])
-        return writes, deletes, place.rule_stat_keys(new)
+        return place.changes(new, self.held[gen]), place.rule_stat_keys(new)
 
+    @gc_paused  # the plan's keys are many objects, none in a cycle
     def write(self, gen: int, new: Content, plan: tuple | None = None) -> tuple[int, int]:
         """Make generation ``gen`` (which no packet reads) hold ``new``;
         zero its rule counters. Returns (entries written, deleted)."""
-        writes, deletes, counters = plan or self.plan(gen, new)
+        ch, counters = plan or self.plan(gen, new)
         self.held[gen] = None  # half written until this returns
-        deleted = 0
-        for name, keys in deletes.items():
+
+        def one(name: str) -> tuple[int, int]:
             m = self.maps[name]
-            deleted += sum(m.delete(k) for k in keys)
-        written = 0
-        for name, (keys, values) in writes.items():
-            self.maps[name].update_batch(keys, values)
-            written += len(keys)
+            deleted = sum(m.delete(k) for k in ch.deletes.get(name, ()))
+            if name == PORT:
+                return self._write_ports(ch.port), deleted
+            keys, values = ch.writes.get(name, (b"", b""))
+            m.update_batch(keys, values)
+            return len(keys) // m.key_size, deleted
+
+        names = sorted(set(ch.writes) | set(ch.deletes) | ({PORT} if ch.port else set()),
+                       key=lambda n: -len(ch.writes.get(n, (b"",))[0]))
+        # The maps are independent and the kernel works with the GIL
+        # released: on two CPUs, the large ones fill side by side (a first
+        # fill: ~0.3 s of kernel time one after the other).
+        if len(names) > 1 and sum(len(ch.writes.get(n, (b"",))[0]) for n in names) > PARALLEL_BYTES:
+            with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
+                done = list(pool.map(one, names))
+        else:
+            done = [one(n) for n in names]
         stats = self.maps[RULE_STATS]
-        stats.update_batch(counters, [bytes(stats.value_buffer_size)] * len(counters))
+        stats.update_batch(counters, bytes(stats.value_buffer_size * (len(counters) // 4)))
         self.held[gen] = new
-        return written, deleted
+        return sum(w for w, _ in done), sum(d for _, d in done)
+
+    def _write_ports(self, runs: list[tuple[int, int, int]]) -> int:
+        """hep_port_v1 runs (first, count, class): through mmap when the
+        array allows it (a generation's tables are 500,000 entries; no
+        syscall per entry), else one batch update."""
+        if not runs:
+            return 0
+        m = self.maps[PORT]
+        if m.map_flags & BPF_F_MMAPABLE:
+            # An array's elements are 8-byte aligned: a __u32 value, then pad.
+            with m.mmap() as mm:
+                for first, n, klass in runs:
+                    mm[8 * first:8 * (first + n)] = array("I", (klass, 0)).tobytes() * n
+        else:  # an object loaded before hep_port_v1 was mmapable
+            keys, values = array("I"), array("I")
+            for first, n, klass in runs:
+                keys.extend(range(first, first + n))
+                values.extend(array("I", (klass,)) * n)
+            m.update_batch(keys.tobytes(), values.tobytes())
+        return sum(n for _, n, _ in runs)
 
     def switch(self, gen: int) -> float:
         """Make packets read generation ``gen``; return once none reads the
@@ -151,7 +188,8 @@ class Generations:
 
 
 class Datapath:
-    def __init__(self, obj: BpfObject, image: MapImage, enc: EncodedImage, options: dict | None = None):
+    def __init__(self, obj: BpfObject, image: MapImage, enc: EncodedImage, options: dict | None = None,
+                 held: list[Content | None] | None = None):
         self.obj = obj
         self.image = image
         self.enc = enc
@@ -160,7 +198,16 @@ class Datapath:
         self.tc_prog = obj.program(TC_PROGRAM)
         self._slots = {(e.chain, e.slot): e for e in image.slots}
         self.generations = Generations({**{n: obj.map(n) for n in UPDATE_MAPS}, GEN: obj.map(GEN)},
-                                       enc.capacity, [enc.content, enc.content])
+                                       enc.capacity, held or [enc.content, enc.content])
+
+    def fill_standby(self) -> int:
+        """Fill the generation no packet reads, if load_image(standby=False)
+        left it empty, so the next update writes only what changed.
+        Returns the entries written."""
+        gen = 1 - self.generations.active
+        if self.generations.held[gen] is not None:
+            return 0
+        return self.generations.write(gen, self.enc.content)[0]
 
     def update(self, image: MapImage) -> UpdateResult:
         """Judge packets by ``image`` from now on: in place if it fits the
@@ -294,11 +341,14 @@ def object_path() -> str:
 def load_image(image: MapImage, *, trace: bool = False, local_nets: tuple | None = None,
                ct_size: int = CT_DEFAULT_SIZE, ct_timeouts: dict | None = None,
                reuse: dict[str, int] | None = None, events: EventSettings | None = None,
-               audit: bool = False) -> Datapath:
+               audit: bool = False, standby: bool = True) -> Datapath:
     """Open, size, configure, verify and fill a fresh object. ``reuse``:
     map name -> fd of a live map to share instead of creating one (the
     conntrack table and the event ring survive a policy replacement this
-    way). ``events``/``audit``: see encode()."""
+    way). ``events``/``audit``: see encode(). ``standby``: also fill the
+    generation packets do not read; False leaves it to fill_standby() (an
+    attach calls it once the program enforces: half the fill, off the path
+    to enforcing)."""
     options = {"trace": trace, "local_nets": local_nets, "ct_size": ct_size, "ct_timeouts": ct_timeouts,
                "events": events, "audit": audit}
     enc = encode(image, **options)
@@ -312,20 +362,23 @@ def load_image(image: MapImage, *, trace: bool = False, local_nets: tuple | None
             obj.map(name).reuse_fd(fd)
         obj.set_rodata(abi.pack("struct hep_config", enc.rodata))
         obj.load()
-        fill(obj, enc)
+        gens = fill(obj, enc, standby=standby)
         undo.pop_all()
-    return Datapath(obj, image, enc, options)
+    return Datapath(obj, image, enc, options, gens.held)
 
 
-def fill(obj: BpfObject, enc: EncodedImage) -> None:
-    """Both generations hold the policy (so the first update writes only
-    what changed); packets read generation 0."""
+def fill(obj: BpfObject, enc: EncodedImage, *, standby: bool = True) -> Generations:
+    """Generation 0, which packets read, holds the policy; with
+    ``standby`` generation 1 too (so the first update writes only what
+    changed), else the returned Generations' write(1, ...) fills it."""
     for name, items in enc.local.items():
         if items:
             obj.map(name).update_batch([k for k, _ in items], [v for _, v in items])
     gens = Generations({n: obj.map(n) for n in UPDATE_MAPS}, enc.capacity, [None, None])
-    for gen in (0, 1):
-        gens.write(gen, enc.content)
+    gens.write(0, enc.content)
+    if standby:
+        gens.write(1, enc.content)
+    return gens
 
 
 def fit_problem(capacity: Capacity, rodata: dict, new: Content, image: MapImage, options: dict) -> str | None:

@@ -13,6 +13,7 @@ generation holds into new Content, so an update touches only what changed.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import struct
 import sys
@@ -20,20 +21,29 @@ from array import array
 from dataclasses import dataclass, field
 from functools import cache
 
+from hepbpf.compiler.alloc import gc_paused
 from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
 
 from . import abi
-from .mapnames import ADDR4, ADDR6, CLASS, CT, EVENTS, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS, SCOPE, SLOT
+from .mapnames import (ADDR4, ADDR6, CLASS, CT, EVENTS, HOST4, HOST6, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS, SCOPE,
+                       SLOT)
 
-GEN_MAPS = (ADDR4, ADDR6, SCOPE, PROTO, PORT, CLASS, SLOT)  # what a generation holds
-LPM_MAPS = (ADDR4, ADDR6)
+GEN_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, PROTO, PORT, CLASS, SLOT)  # what a generation holds
+# Maps whose keys carry the generation in a byte (the others: in the index),
+# and whose stale entries must go (they would match).
+KEYED_MAPS = {ADDR4: "struct hep_lpm4_key", ADDR6: "struct hep_lpm6_key",
+              HOST4: "struct hep_host4_key", HOST6: "struct hep_host6_key"}
 
 HEP_SCOPE_BITS = 32
 
 
 def lpm_prefixlen(net) -> int:
     """The one place an LPM prefix length is computed: scope bits + CIDR."""
-    return HEP_SCOPE_BITS + net.prefixlen
+    return lpm_prefixlen_of(net.prefixlen)
+
+
+def lpm_prefixlen_of(cidr_bits: int) -> int:
+    return HEP_SCOPE_BITS + cidr_bits
 
 
 def _u32(x: int) -> bytes:
@@ -89,7 +99,8 @@ def local_key(net) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Content:
     """One policy as a generation holds it. ``maps``: map name -> {key:
-    value}, keys free of the generation: LPM keys with gen 0, array keys
+    value}, keys free of the generation: LPM and host keys with gen 0
+    (a full-length prefix goes to hep_host{4,6}_v1, not the trie), array keys
     the __u32 index within a generation (hep_slot_v1: chain *
     HEP_MAX_SLOTS + slot, as the stride is the object's). hep_port_v1 is
     kept as segments, one entry per table (key: the table number, value:
@@ -114,6 +125,8 @@ class Capacity:
     port_tables: int
     addr4: int
     addr6: int
+    host4: int = 0  # 0: a record from before the host hashes
+    host6: int = 0
 
     @property
     def slot_stride(self) -> int:
@@ -132,7 +145,8 @@ class Capacity:
         # instructions (hep_scan's loop is verified word by word).
         return cls(nwords=min(abi.const("HEP_MAX_WORDS"), c.nwords + max(1, c.nwords // 16)),
                    classes=room(c.count(CLASS), 16), port_tables=room(c.count(PORT), 1),
-                   addr4=room(c.count(ADDR4), 64), addr6=room(c.count(ADDR6), 64))
+                   addr4=room(c.count(ADDR4), 64), addr6=room(c.count(ADDR6), 64),
+                   host4=room(c.count(HOST4), 64), host6=room(c.count(HOST6), 64))
 
     def problem(self, c: Content) -> str | None:
         """Why ``c`` does not fit, or None."""
@@ -140,39 +154,29 @@ class Capacity:
         for what, need, have in (("rule words", c.nwords, self.nwords), ("classes", top, self.classes),
                                  ("port tables", c.count(PORT), self.port_tables),
                                  ("IPv4 CIDRs", c.count(ADDR4), self.addr4),
-                                 ("IPv6 CIDRs", c.count(ADDR6), self.addr6)):
+                                 ("IPv6 CIDRs", c.count(ADDR6), self.addr6),
+                                 ("IPv4 /32s", c.count(HOST4), self.host4),
+                                 ("IPv6 /128s", c.count(HOST6), self.host6)):
             if need > have:
                 return f"{need} {what} do not fit the loaded {have}"
         return None
 
     def sizes(self) -> dict[str, int]:
         gens, chains = abi.const("HEP_GEN_MAX"), abi.const("HEP_CHAIN_MAX")
-        return {ADDR4: gens * self.addr4, ADDR6: gens * self.addr6, PORT: gens * self.port_stride,
+        return {ADDR4: gens * self.addr4, ADDR6: gens * self.addr6, HOST4: gens * self.host4,
+                HOST6: gens * self.host6, PORT: gens * self.port_stride,
                 CLASS: gens * self.classes, SLOT: gens * chains * self.slot_stride,
                 RULE_STATS: gens * chains * self.slot_stride}
 
 
-def _lpm_layout(ctype: str) -> tuple[bytes, int, int]:
-    """(zero key, offset of gen, offset of addr): keys are built by splicing
-    (thousands per policy; a cffi pack each would dominate the encoding)."""
+def _keyed_layout(ctype: str) -> tuple[bytes, int, int]:
+    """(zero key, offset of gen, offset of addr) of an LPM or host key: keys
+    are built by splicing (hundreds of thousands per policy; a cffi pack
+    each would dominate the encoding)."""
     f = abi.ffi()
     addr = f.offsetof(ctype, "addr")
-    assert addr + (4 if "lpm4" in ctype else 16) == f.sizeof(ctype), ctype
+    assert addr + (4 if ctype.endswith("4_key") else 16) == f.sizeof(ctype), ctype
     return abi.pack(ctype), f.offsetof(ctype, "gen"), addr
-
-
-def _lpm_heads(ctype: str):
-    """(prefixlen, chain, side) -> the key bytes before the address."""
-    zero, _, addr = _lpm_layout(ctype)
-    cache: dict[tuple[int, int, int], bytes] = {}
-
-    def head(prefixlen: int, chain: int, side: int) -> bytes:
-        k = (prefixlen, chain, side)
-        if k not in cache:
-            cache[k] = abi.pack(ctype, {"prefixlen": prefixlen, "chain": chain, "side": side})[:addr]
-        return cache[k]
-
-    return head
 
 
 def _class_ids(img: MapImage, like: Content | None) -> tuple[list[int], dict[bytes, bytes]]:
@@ -184,9 +188,21 @@ def _class_ids(img: MapImage, like: Content | None) -> tuple[list[int], dict[byt
     numbers classes afresh each time, so one rule more or less would
     otherwise renumber most of them."""
     values = []
-    for klass in range(len(img.classes)):
-        lo, hi, words = img.class_words(klass)
-        values.append(abi.pack("struct hep_class", {"lo": lo, "hi": hi}) + array("Q", words).tobytes())
+    heads: dict[tuple[int, int], bytes] = {}
+    nbytes = 8 * img.nwords
+    little = sys.byteorder == "little"
+    for klass, vec in enumerate(img.classes):
+        # img.class_words() per class, without its tuple of words: the
+        # vector's bytes are the words, as hep_class.w holds them.
+        if vec:
+            lh = (((vec & -vec).bit_length() - 1) // 64, (vec.bit_length() - 1) // 64)
+        else:
+            lh = (1, 0)
+        head = heads.get(lh)
+        if head is None:
+            head = heads[lh] = abi.pack("struct hep_class", {"lo": lh[0], "hi": lh[1]})
+        words = vec.to_bytes(nbytes, "little") if little else array("Q", img.class_words(klass)[2]).tobytes()
+        values.append(head + words)
     if like is None or like.nwords != img.nwords:
         return list(range(len(values))), {_u32(i): v for i, v in enumerate(values)}
     old = {v: int.from_bytes(k, sys.byteorder) for k, v in like.maps[CLASS].items()}
@@ -197,6 +213,38 @@ def _class_ids(img: MapImage, like: Content | None) -> tuple[list[int], dict[byt
     return ids, {_u32(i): v for i, v in zip(ids, values)}
 
 
+def _addr_groups(img: MapImage, maps: dict, cid: list[bytes]) -> dict[tuple, list]:
+    """Fill the address maps of ``maps`` from img.addr. Returns, per (IP
+    network type, chain, side, prefix length), [entries, key head, address
+    bytes, count, map]. A full-length prefix goes to the host hash, every
+    other to the trie."""
+    groups: dict[tuple, list] = {}
+
+    def group(gk: tuple) -> list:
+        kind, chain, side, plen = gk
+        v4 = kind is ipaddress.IPv4Network
+        full = plen == (32 if v4 else 128)
+        name = (HOST4 if v4 else HOST6) if full else (ADDR4 if v4 else ADDR6)
+        fields = {"chain": chain, "side": side}
+        if not full:
+            fields["prefixlen"] = lpm_prefixlen_of(plen)
+        _, _, addr = _keyed_layout(KEYED_MAPS[name])
+        return [{}, abi.pack(KEYED_MAPS[name], fields)[:addr], 4 if v4 else 16, 0, maps[name]]
+
+    for e in img.addr:
+        net = e.net
+        gk = (type(net), e.chain, e.side, net.prefixlen)
+        g = groups.get(gk)
+        if g is None:
+            g = groups[gk] = group(gk)
+        g[0][g[1] + int(net.network_address).to_bytes(g[2], "big")] = cid[e.klass]
+    for g in groups.values():
+        g[3] = len(g[0])
+        g[4].update(g[0])
+    return groups
+
+
+@gc_paused  # hundreds of thousands of keys, no cycles (compiler/alloc.py)
 def content(img: MapImage, like: Content | None = None) -> Content:
     """The generation-free entries of ``img``; ``like``: see _class_ids."""
     sides = abi.const("HEP_SIDE_MAX")
@@ -207,25 +255,23 @@ def content(img: MapImage, like: Content | None = None) -> Content:
     maps: dict[str, dict[bytes, bytes]] = {k: {} for k in GEN_MAPS}
     ids, maps[CLASS] = _class_ids(img, like)
     cid = [_u32(i) for i in ids]
+    groups = _addr_groups(img, maps, cid)
 
-    heads = {4: _lpm_heads("struct hep_lpm4_key"), 6: _lpm_heads("struct hep_lpm6_key")}
-    a4, a6 = maps[ADDR4], maps[ADDR6]
-    for e in img.addr:
-        net = e.net
-        key = heads[net.version](lpm_prefixlen(net), e.chain, e.side) + net.network_address.packed
-        (a4 if net.version == 4 else a6)[key] = cid[e.klass]
-
-    # A scope holding only its /0 needs no trie lookup per packet.
-    scoped: dict[tuple[int, int, int], list] = {}
-    for e in img.addr:
-        scoped.setdefault((e.chain, e.side, e.net.version), []).append(e)
-    lookup = abi.const("HEP_SCOPE_LOOKUP")
+    # A scope holding only its /0 needs no lookup per packet.
+    count: dict[tuple[int, int, int], int] = {}
+    only: dict[tuple[int, int, int], bytes] = {}  # the /0's class
+    for (kind, chain, side, plen), g in groups.items():
+        sk = (chain, side, 4 if kind is ipaddress.IPv4Network else 6)
+        count[sk] = count.get(sk, 0) + g[3]
+        if plen == 0 and g[3] == 1:
+            only[sk] = g[0][g[1] + bytes(g[2])]
+    lookup = _u32(abi.const("HEP_SCOPE_LOOKUP"))
     for chain in range(abi.const("HEP_CHAIN_MAX")):
         for side in range(sides):
             for fam in (4, 6):
-                es = scoped.get((chain, side, fam), [])
-                klass = ids[es[0].klass] if len(es) == 1 and es[0].net.prefixlen == 0 else lookup
-                maps[SCOPE][_u32((chain * sides + side) * 2 + (fam == 6))] = _u32(klass)
+                sk = (chain, side, fam)
+                klass = only[sk] if count.get(sk) == 1 and sk in only else lookup
+                maps[SCOPE][_u32((chain * sides + side) * 2 + (fam == 6))] = klass
 
     proto_values: dict[tuple[int, int], bytes] = {}  # most protocols share a few values
     for e in img.proto:
@@ -239,7 +285,6 @@ def content(img: MapImage, like: Content | None = None) -> Content:
     for seg in img.ports:
         tables.setdefault(seg.table, array("I")).extend((seg.lo, seg.hi, ids[seg.klass]))
     maps[PORT] = {_u32(t): segs.tobytes() for t, segs in sorted(tables.items())}
-
 
     policy_index = {name: i for i, name in enumerate(img.policy_names)}
     for s in img.slots:
@@ -290,6 +335,27 @@ def _port_changes(old: bytes | None, new: bytes) -> list[tuple[int, int, int]]:
 
 
 @dataclass(frozen=True, slots=True)
+class Changes:
+    """What turns a generation into new Content. ``writes``: map name ->
+    (keys, values), each concatenated; ``port``: hep_port_v1 runs of one
+    class (first index, count, class); ``deletes``: map name -> keys."""
+
+    writes: dict[str, tuple[bytes, bytes]]
+    port: list[tuple[int, int, int]]
+    deletes: dict[str, list[bytes]]
+
+
+def _indexed(keys, offset: int) -> bytes:
+    """Content array keys (__u32 each, concatenated or listed) moved by
+    ``offset``: the generation's keys."""
+    a = array("I")
+    a.frombytes(keys if isinstance(keys, bytes) else b"".join(keys))
+    if offset:
+        a = array("I", [offset + i for i in a])
+    return a.tobytes()
+
+
+@dataclass(frozen=True, slots=True)
 class Placement:
     """Where generation ``gen`` lives in an object of capacity ``cap``."""
 
@@ -297,8 +363,19 @@ class Placement:
     gen: int
 
     def lpm_key(self, name: str, key: bytes) -> bytes:
+        """An LPM or host key of this generation (Content's has gen 0)."""
         off = _gen_offset(name)
         return key[:off] + bytes((self.gen,)) + key[off + 1:]
+
+    def _keyed(self, name: str, keys) -> bytes:
+        """Keys of a KEYED_MAPS map, concatenated, with this generation."""
+        blob = b"".join(keys)
+        if not self.gen or not blob:
+            return blob
+        ks = len(next(iter(keys)))
+        buf = bytearray(blob)
+        buf[_gen_offset(name)::ks] = bytes((self.gen,)) * (len(blob) // ks)
+        return bytes(buf)
 
     def slot_key(self, key: bytes) -> int:
         """hep_slot_v1 / hep_rulestat_v1 index of a Content slot key."""
@@ -306,16 +383,18 @@ class Placement:
         chain, slot = divmod(int.from_bytes(key, sys.byteorder), max_slots)
         return (self.gen * abi.const("HEP_CHAIN_MAX") + chain) * self.cap.slot_stride + slot
 
-    def changes(self, new: Content, old: Content | None) -> tuple[dict, dict]:
-        """({map: (keys, values)} to write, {map: keys} to delete) that turn
-        what this generation holds (``old``; None: unknown, write all) into
-        ``new``. Stale array entries stay: nothing of ``new`` leads to
-        them. Stale LPM entries go (they would match), so ``old`` None is
-        for a generation that holds nothing."""
-        writes: dict[str, tuple[list[bytes], list[bytes]]] = {}
+    @gc_paused
+    def changes(self, new: Content, old: Content | None) -> Changes:
+        """What turns what this generation holds (``old``; None: unknown,
+        write all) into ``new``. Stale array entries stay: nothing of
+        ``new`` leads to them. Stale LPM and host entries go (they would
+        match), so ``old`` None is for a generation that holds nothing."""
+        writes: dict[str, tuple[bytes, bytes]] = {}
         deletes: dict[str, list[bytes]] = {}
+        port: list[tuple[int, int, int]] = []
         g = self.gen
         per_gen_proto = abi.const("HEP_CHAIN_MAX") * abi.const("HEP_SIDE_MAX") * abi.const("HEP_PROTO_SPACE")
+        per_gen_scope = abi.const("HEP_CHAIN_MAX") * abi.const("HEP_SIDE_MAX") * 2
         port_space = abi.const("HEP_PORT_SPACE")
         pad = bytes(8 * (self.cap.nwords - new.nwords))
         for name in GEN_MAPS:
@@ -323,48 +402,45 @@ class Placement:
             want = new.maps[name]
             if name == CLASS and old is not None and old.nwords != new.nwords:
                 have = {}  # the words moved: every vector is new
-            changed = [k for k, v in want.items() if have.get(k) != v]
-            keys: list[bytes] = []
-            values: list[bytes] = []
-            if name in LPM_MAPS:
-                keys = [self.lpm_key(name, k) for k in changed]
+            if have:
+                changed = [k for k, v in want.items() if have.get(k) != v]
                 values = [want[k] for k in changed]
-                stale = [self.lpm_key(name, k) for k in have.keys() - want.keys()]
-                if stale:
-                    deletes[name] = stale
-            elif name == SCOPE:
-                per_gen = abi.const("HEP_CHAIN_MAX") * abi.const("HEP_SIDE_MAX") * 2
-                keys = [_u32(g * per_gen + int.from_bytes(k, sys.byteorder)) for k in changed]
-                values = [want[k] for k in changed]
-            elif name == PROTO:
-                keys = [_u32(g * per_gen_proto + int.from_bytes(k, sys.byteorder)) for k in changed]
-                values = [want[k] for k in changed]
-            elif name == PORT:
+            else:  # nothing to compare with (the first fill): everything
+                changed, values = list(want), list(want.values())
+            if name == PORT:
                 for k in changed:
                     base = g * self.cap.port_stride + int.from_bytes(k, sys.byteorder) * port_space
                     for lo, hi, klass in _port_changes(have.get(k), want[k]):
-                        blob = array("I", range(base + lo, base + hi + 1)).tobytes()
-                        keys.extend(blob[i:i + 4] for i in range(0, len(blob), 4))
-                        values.extend([_u32(klass)] * (hi - lo + 1))
+                        port.append((base + lo, hi - lo + 1, klass))
+                continue
+            if name in KEYED_MAPS:
+                stale = have.keys() - want.keys()
+                if stale:
+                    deletes[name] = [self.lpm_key(name, k) for k in stale]
+                keys = self._keyed(name, changed)
+            elif name == SCOPE:
+                keys = _indexed(changed, g * per_gen_scope)
+            elif name == PROTO:
+                keys = _indexed(changed, g * per_gen_proto)
             elif name == CLASS:
-                base = g * self.cap.classes
-                keys = [_u32(base + int.from_bytes(k, sys.byteorder)) for k in changed]
-                values = [want[k] + pad for k in changed]
+                keys = _indexed(changed, g * self.cap.classes)
+                if pad:
+                    values = [v + pad for v in values]
             else:  # SLOT
-                keys = [_u32(self.slot_key(k)) for k in changed]
-                values = [want[k] for k in changed]
+                keys = array("I", [self.slot_key(k) for k in changed]).tobytes()
             if keys:
-                writes[name] = (keys, values)
-        return writes, deletes
+                writes[name] = (keys, b"".join(values))
+        return Changes(writes, port, deletes)
 
-    def rule_stat_keys(self, c: Content) -> list[bytes]:
-        """The hep_rulestat_v1 keys of ``c``'s slots in this generation."""
-        return [_u32(self.slot_key(k)) for k in c.maps[SLOT]]
+    def rule_stat_keys(self, c: Content) -> bytes:
+        """The hep_rulestat_v1 keys of ``c``'s slots in this generation,
+        concatenated."""
+        return array("I", [self.slot_key(k) for k in c.maps[SLOT]]).tobytes()
 
 
 @cache
 def _gen_offset(name: str) -> int:
-    return _lpm_layout("struct hep_lpm4_key" if name == ADDR4 else "struct hep_lpm6_key")[1]
+    return _keyed_layout(KEYED_MAPS[name])[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ import contextlib
 import errno as _errno
 import itertools
 import logging
+import mmap
 import os
 import platform
 import socket
@@ -61,7 +62,7 @@ __all__ = [
     "BpfError", "BpfObject", "Map", "Program",
     "BpfMapType", "BpfProgType", "MapUpdateFlags", "XdpAction", "XdpFlags", "XdpAttached", "PrintLevel",
     "XdpMode", "XdpState", "ProgInfo", "MapInfo", "LinkInfo", "ProgQuery", "TcFilter",
-    "BpfAttachType", "BpfLinkType", "TcAttachPoint", "BPF_F_REPLACE",
+    "BpfAttachType", "BpfLinkType", "TcAttachPoint", "BPF_F_REPLACE", "BPF_F_MMAPABLE",
     "xdp_attach", "xdp_detach", "xdp_query", "prog_fd_by_id", "map_fd_by_id", "obj_get", "obj_pin",
     "link_create", "link_update", "link_detach", "link_fd_by_id", "link_info", "prog_query", "prog_detach",
     "tc_hook_create", "tc_hook_destroy", "tc_attach", "tc_detach", "tc_query",
@@ -239,6 +240,7 @@ class TcAttachPoint(IntFlag):
 
 
 BPF_F_REPLACE = 1 << 2  # linux/bpf.h: link update only if the old program is still the expected one
+BPF_F_MMAPABLE = 1 << 10  # linux/bpf.h: an array user space may mmap
 BPF_TC_F_REPLACE = 1 << 0  # bpf/libbpf.h enum bpf_tc_flags
 _BPF_PROG_QUERY = 16  # enum bpf_cmd
 # __NR_bpf, for the one command libbpf 1.1 cannot spell (prog_query).
@@ -1055,22 +1057,25 @@ class Map(_FdHolder):
             if value is not None:  # deleted meanwhile
                 yield key, value
 
-    def update_batch(self, keys: list[bytes], values: list[bytes],
+    def update_batch(self, keys: list[bytes] | bytes, values: list[bytes] | bytes,
                      flags: MapUpdateFlags | int = MapUpdateFlags.ANY) -> None:
         """Many updates in one BPF_MAP_UPDATE_BATCH; map types without batch
-        ops (LPM tries, older kernels) fall back to one update per entry."""
-        if len(keys) != len(values):
-            raise ValueError("update_batch: as many keys as values, please")
-        if not keys:
-            return
+        ops (older kernels) fall back to one update per entry. ``keys`` and
+        ``values``: lists of entries, or the entries already concatenated."""
         ks, vs = self.key_size, self.value_buffer_size
-        for k, v in zip(keys, values):
-            if len(k) != ks or len(v) != vs:
-                raise ValueError(f"map {self.name}: entries must be {ks}-byte keys and {vs}-byte values")
-        n = len(keys)
+        kb = keys if isinstance(keys, (bytes, bytearray)) else b"".join(keys)
+        vb = values if isinstance(values, (bytes, bytearray)) else b"".join(values)
+        n = len(kb) // ks if ks else 0
+        # The joined lengths, not each entry's: hundreds of thousands of
+        # entries per policy, and a wrong-sized one shifts the total.
+        if len(kb) != n * ks or len(vb) != n * vs or (not isinstance(keys, (bytes, bytearray)) and len(keys) != n):
+            raise ValueError(f"map {self.name}: entries must be {ks}-byte keys and {vs}-byte values, "
+                             "as many of each")
+        if not n:
+            return
         count = ffi.new("__u32 *", n)
         opts = _opts("struct bpf_map_batch_opts", elem_flags=int(flags))
-        rc = lib.bpf_map_update_batch(self.fd, _bytes(b"".join(keys)), _bytes(b"".join(values)), count, opts)
+        rc = lib.bpf_map_update_batch(self.fd, _bytes(kb), _bytes(vb), count, opts)
         if rc == 0:
             return
         err = -rc
@@ -1079,8 +1084,21 @@ class Map(_FdHolder):
         # ENOTSUPP leaves count untouched; after a per-element EINVAL it says
         # how many went in, and the loop names the failing entry precisely.
         start = count[0] if count[0] < n else 0
-        for k, v in zip(keys[start:], values[start:]):
-            self.update(k, v, flags)
+        for i in range(start, n):
+            self.update(bytes(kb[i * ks:(i + 1) * ks]), bytes(vb[i * vs:(i + 1) * vs]), flags)
+
+    @property
+    def map_flags(self) -> int:
+        return map_info(self.fd)["map_flags"]
+
+    def mmap(self) -> mmap.mmap:
+        """The values of a BPF_F_MMAPABLE array, shared with the kernel:
+        writing a slice writes those elements (no syscall per entry).
+        Elements are 8-byte aligned (kernel/bpf/arraymap.c), so element
+        i starts at byte i * round_up(value_size, 8). The caller closes it."""
+        size = self.max_entries * ((self.value_size + 7) & ~7)
+        size = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+        return mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
     # -- fds --
     def pin(self, path: str | os.PathLike[str]) -> None:

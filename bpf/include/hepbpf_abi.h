@@ -129,6 +129,25 @@ struct hep_lpm6_key {
 	__u8 addr[16];			/* network order */
 };
 
+/* Host keys (hep_host{4,6}_v1): a full-length prefix (/32, /128) of a
+ * scope, matched exactly in a hash before the trie is asked. Its class is
+ * what the trie would answer for that address (the longest prefix). */
+struct hep_host4_key {
+	__u8 chain;			/* enum hep_chain */
+	__u8 side;			/* enum hep_side */
+	__u8 gen;			/* 0 .. HEP_GEN_MAX - 1 */
+	__u8 pad;			/* zero */
+	__be32 addr;
+};
+
+struct hep_host6_key {
+	__u8 chain;
+	__u8 side;
+	__u8 gen;
+	__u8 pad;
+	__u8 addr[16];			/* network order */
+};
+
 /* hep_proto_v1 value, indexed by ((gen * HEP_CHAIN_MAX + chain) *
  * HEP_SIDE_MAX + side) * HEP_PROTO_SPACE + protocol. Protocols whose port
  * (or ICMP type/code) matters for some rule get a 65536-entry table in
@@ -369,6 +388,8 @@ struct hep_config {
 #ifndef HEPBPF_CDEF
 _Static_assert(sizeof(struct hep_lpm4_key) == 12, "hep_lpm4_key layout");
 _Static_assert(sizeof(struct hep_lpm6_key) == 24, "hep_lpm6_key layout");
+_Static_assert(sizeof(struct hep_host4_key) == 8, "hep_host4_key layout");
+_Static_assert(sizeof(struct hep_host6_key) == 20, "hep_host6_key layout");
 _Static_assert(sizeof(struct hep_slot) == 16, "hep_slot layout");
 _Static_assert(sizeof(struct hep_class) == 8, "hep_class header");
 _Static_assert(sizeof(struct hep_flow) == 88, "hep_flow layout");

@@ -81,6 +81,31 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } hep_addr6_v1 SEC(".maps");
 
+/* hep_host4_v1: the full-length (/32) entries of hep_addr4_v1's scopes,
+ * which the trie does not hold: hep_addr_class() asks this hash first.
+ * key:   struct hep_host4_key {chain, side, gen, addr}, exact
+ * value: __u32 class id, as the trie's (the longest prefix wins, and a /32
+ *        is the longest)
+ * writer: loader (per generation, like the trie); reader: datapath
+ * size:  loader: both generations' capacity of /32s, with room.
+ *        Preallocated: a hash hit costs a fraction of a trie walk (the
+ *        product asks at most half for 100,000 CIDRs), and inserting into
+ *        a preallocated hash allocates nothing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct hep_host4_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} hep_host4_v1 SEC(".maps");
+
+/* hep_host6_v1: as hep_host4_v1 for /128s of hep_addr6_v1's scopes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct hep_host6_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} hep_host6_v1 SEC(".maps");
+
 /* hep_scope_v1: an address scope's class when it needs no lookup.
  * key:   ((gen * HEP_CHAIN_MAX + chain) * HEP_SIDE_MAX + side) * 2 +
  *        (family == 6)
@@ -112,6 +137,9 @@ struct {
 /* hep_port_v1: port (or ICMP type << 8 | code) classes.
  * key:   hep_proto_ent.port_base + gen * hep_config.port_stride + port
  * value: __u32 class id
+ * writer: loader, through mmap (BPF_F_MMAPABLE: a generation's tables are
+ *         hundreds of thousands of entries: one memory copy instead of a
+ *         batch update of 0.2 s); reader: datapath
  * size:  loader: HEP_PORT_SPACE per protocol table, port_stride per
  *        generation (an array lookup costs a few ns where an LPM over
  *        port ranges costs tens) */
@@ -120,6 +148,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } hep_port_v1 SEC(".maps");
 
 /* hep_class_v1: the rule bit vector of each class.

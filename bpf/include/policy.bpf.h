@@ -6,8 +6,9 @@
  * and a final no-profile deny that matches everything). Each packet field
  * maps to a class whose bit vector says which slots admit it:
  *
- *   source address   -> hep_addr{4,6}_v1 (LPM)  -> class A
- *   dest address     -> hep_addr{4,6}_v1 (LPM)  -> class B
+ *   source address   -> hep_host{4,6}_v1 (hash), else
+ *                       hep_addr{4,6}_v1 (LPM)  -> class A
+ *   dest address     -> the same                 -> class B
  *   protocol + dport -> hep_proto_v1, hep_port_v1 -> class C
  *   protocol + sport -> hep_proto_v1, hep_port_v1 -> class D
  *
@@ -67,9 +68,14 @@ static __always_inline __u32 hep_slot_key(__u32 gen, __u32 chain, __u32 slot)
 }
 
 /* verifier: global (noinline), so it is verified once and callers see
- * one unknown class: inlined, its three outcomes (scope, trie, miss) per
+ * one unknown class: inlined, its outcomes (scope, host, trie, miss) per
  * side multiplied the paths through the rest of the program (+70,000
- * verified instructions at 10,000 rules). */
+ * verified instructions at 10,000 rules).
+ *
+ * Order: the scope's own class if it needs no lookup, then the exact
+ * address in the host hash (most CIDRs of a large policy are /32s and
+ * /128s, and a hash hit costs a fraction of a trie walk), then the trie,
+ * which holds every shorter prefix. */
 __noinline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 side, __u32 gen)
 {
 	__u32 key, *klass;
@@ -81,16 +87,21 @@ __noinline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 sid
 	if (klass && *klass != HEP_SCOPE_LOOKUP)
 		return hep_class_key(*klass, gen);
 	if (f->family == HEP_FAMILY_V4) {
+		__be32 addr = side == HEP_SIDE_SRC ? f->saddr.v4 : f->daddr.v4;
+		struct hep_host4_key h = { .chain = chain, .side = side, .gen = gen, .addr = addr };
 		struct hep_lpm4_key k = {
 			.prefixlen = HEP_SCOPE_BITS + 32,
 			.chain = chain,
 			.side = side,
 			.gen = gen,
-			.addr = side == HEP_SIDE_SRC ? f->saddr.v4 : f->daddr.v4,
+			.addr = addr,
 		};
 
-		klass = bpf_map_lookup_elem(&hep_addr4_v1, &k);
+		klass = bpf_map_lookup_elem(&hep_host4_v1, &h);
+		if (!klass)
+			klass = bpf_map_lookup_elem(&hep_addr4_v1, &k);
 	} else {
+		struct hep_host6_key h = { .chain = chain, .side = side, .gen = gen };
 		struct hep_lpm6_key k = {
 			.prefixlen = HEP_SCOPE_BITS + 128,
 			.chain = chain,
@@ -98,8 +109,12 @@ __noinline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 sid
 			.gen = gen,
 		};
 
-		__builtin_memcpy(k.addr, side == HEP_SIDE_SRC ? f->saddr.v6 : f->daddr.v6, 16);
-		klass = bpf_map_lookup_elem(&hep_addr6_v1, &k);
+		__builtin_memcpy(h.addr, side == HEP_SIDE_SRC ? f->saddr.v6 : f->daddr.v6, 16);
+		klass = bpf_map_lookup_elem(&hep_host6_v1, &h);
+		if (!klass) {
+			__builtin_memcpy(k.addr, h.addr, 16);
+			klass = bpf_map_lookup_elem(&hep_addr6_v1, &k);
+		}
 	}
 	return hep_class_key(klass ? *klass : ~0U, gen);
 }

@@ -1,0 +1,83 @@
+"""Full-length prefixes live in the host hash, the rest in the trie, and
+together they answer what the trie alone would: a /32 (/128) and the /24
+(/64) covering it, with different rules, give each address its own verdict
+through BPF_PROG_TEST_RUN, also after an update that removes the /32 (its
+hash entry must go, or the address would keep the /32's rule)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from hepbpf.compiler import compile_policy, evaluate, parse_spec
+from hepbpf.compiler.mapimage import CHAIN_INGRESS
+from hepbpf.loader.datapath import load_image
+from hepbpf.loader.encode import Placement, lpm_prefixlen_of
+from hepbpf.loader.mapnames import ADDR4, ADDR6, HOST4, HOST6
+
+from ..cases import gnp, hep
+
+pytestmark = pytest.mark.bpf
+
+WITH_HOST = hep() + gnp("p", """
+selector: all()
+ingress:
+- {action: Deny, protocol: TCP, source: {nets: [198.51.100.7/32]}}
+- {action: Deny, protocol: TCP, source: {nets: ["2001:db8:1::7/128"]}}
+- {action: Allow, protocol: TCP, source: {nets: [198.51.100.0/24]}}
+- {action: Allow, protocol: TCP, source: {nets: ["2001:db8:1::/64"]}}
+""")
+WITHOUT_HOST = hep() + gnp("p", """
+selector: all()
+ingress:
+- {action: Deny, protocol: TCP, source: {nets: [198.51.100.9/32]}}
+- {action: Allow, protocol: TCP, source: {nets: [198.51.100.0/24]}}
+- {action: Allow, protocol: TCP, source: {nets: ["2001:db8:1::/64"]}}
+""")
+PACKETS = ["tcp 198.51.100.7:40000 -> 192.0.2.1:80", "tcp 198.51.100.8:40000 -> 192.0.2.1:80",
+           "tcp 198.51.100.9:40000 -> 192.0.2.1:80", "tcp 203.0.113.1:40000 -> 192.0.2.1:80",
+           "tcp [2001:db8:1::7]:40000 -> [2001:db8::1]:80", "tcp [2001:db8:1::8]:40000 -> [2001:db8::1]:80"]
+
+
+def _compile(text: str):
+    return compile_policy([("p.yaml", text)], node="n1", iface="eth1")
+
+
+def _check(dp, compiled) -> list[str]:
+    view = compiled.views[CHAIN_INGRESS]
+    verdicts = []
+    for spec in PACKETS:
+        pkt = parse_spec(spec)
+        got = dp.explain(pkt)
+        assert got == evaluate(view, pkt).as_json(), spec
+        verdicts.append(got["verdict"])
+    return verdicts
+
+
+def _host_keys(dp, name: str, gen: int) -> set[bytes]:
+    """The keys generation ``gen`` holds in a host hash, as the kernel has them."""
+    off = 2  # struct hep_host{4,6}_key: chain, side, gen
+    return {k for k in dp.obj.map(name).keys() if k[off] == gen}
+
+
+def test_host_entry_beats_covering_prefix_and_goes_with_update():
+    a, b = _compile(WITH_HOST), _compile(WITHOUT_HOST)
+    with load_image(a.image, trace=True) as dp:
+        c = dp.enc.content
+        assert c.count(HOST4) >= 1 and c.count(HOST6) >= 1  # the /32 and /128 went to the hashes
+        assert lpm_prefixlen_of(32) not in {int.from_bytes(k[:4], sys.byteorder) for k in c.maps[ADDR4]}
+        assert lpm_prefixlen_of(128) not in {int.from_bytes(k[:4], sys.byteorder) for k in c.maps[ADDR6]}
+        assert _check(dp, a) == ["deny", "allow", "allow", "deny", "deny", "allow"]
+        for gen in (0, 1):  # both generations hold it
+            assert _host_keys(dp, HOST4, gen) == {Placement(dp.enc.capacity, gen).lpm_key(HOST4, k)
+                                                  for k in c.maps[HOST4]}
+
+        res = dp.update(b.image)
+        assert not res.reloaded and res.deleted >= 2  # the /32 and the /128 of the generation written
+        assert _check(dp, b) == ["allow", "allow", "deny", "deny", "allow", "allow"]
+        assert len(_host_keys(dp, HOST6, res.generation)) == 0
+
+        res = dp.update(a.image)  # and back, into the other generation
+        assert not res.reloaded
+        assert _check(dp, a) == ["deny", "allow", "allow", "deny", "deny", "allow"]
