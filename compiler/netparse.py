@@ -16,7 +16,7 @@ import ipaddress
 import re
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-__all__ = ["network", "network_exact"]
+__all__ = ["network", "network_exact", "networks"]
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _V4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(3[0-2]|[12]?[0-9]))?")
@@ -141,3 +141,49 @@ def network_exact(text: str):
         return net, ipaddress.ip_interface(text).ip == net.network_address
     fam, value, plen = p
     return _build(fam, value, plen), not value & ((1 << (_width[fam] - plen)) - 1)
+
+
+# A network set's list, read in one loop: the dotted-quad CIDRs _V4 takes,
+# read by table (_V4's octets and lengths are exactly the canonical decimal
+# spellings of 0-255 and 0-32) and built as _fast_network builds them; the
+# rest through network().
+_OCTETS = {str(n): n for n in range(256)}
+_V4_LENGTHS = {str(n): n for n in range(33)}
+_V4_NETMASKS = [m for m, _ in _masks[4]]
+_V4_KEEP = [(1 << 32) - (1 << (32 - n)) for n in range(33)]  # the network bits, by prefix length
+
+
+def _one_host(value: int):
+    return lambda: [IPv4Address(value)]  # a /32's hosts, as _fast_network sets it
+
+
+def networks(texts: list[str]) -> list:
+    """``[network(t) for t in texts]``, at half the cost for a 100,000-entry
+    network set (one call per entry instead of five)."""
+    if _build is not _fast_network:
+        return [network(t) for t in texts]
+    out = []
+    append = out.append
+    octets, lengths, netmasks, keep, new = _OCTETS, _V4_LENGTHS, _V4_NETMASKS, _V4_KEEP, _new
+    for text in texts:
+        addr, slash, plen = text.partition("/")
+        parts = addr.split(".")
+        if len(parts) != 4 or (slash and plen not in lengths):
+            append(network(text))
+            continue
+        a, b, c, d = parts
+        if a not in octets or b not in octets or c not in octets or d not in octets:
+            append(network(text))
+            continue
+        value = octets[a] << 24 | octets[b] << 16 | octets[c] << 8 | octets[d]
+        plen = lengths[plen] if slash else 32
+        address = new(IPv4Address)
+        address._ip = value & keep[plen]
+        n = new(IPv4Network)
+        n.network_address = address
+        n.netmask = netmasks[plen]
+        n._prefixlen = plen
+        if plen >= 31:
+            n.hosts = n.__iter__ if plen == 31 else _one_host(value)
+        append(n)
+    return out

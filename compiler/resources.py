@@ -384,20 +384,15 @@ def _cidr(node: Node, path: str) -> IPNetwork:
 
 def _cidrs(node: Node | None, path: str) -> tuple[IPNetwork, ...]:
     """``_list_of(node, path, _cidr)`` for a network set's nets, which may
-    be 100,000 long: item by item (and its error) only from the first item
-    that is not a plain CIDR string."""
-    out = []
-    network = netparse.network
-    for item in _seq(node, path):
-        value = item.value if type(item) is Scalar else None
-        if type(value) is not str or "%" in value:
-            break
-        try:
-            out.append(network(value))
-        except ValueError:
-            break
-    else:
-        return tuple(out)
+    be 100,000 long: all at once, and item by item (for the error) only if
+    that fails."""
+    items = _seq(node, path)
+    values = [item.value if type(item) is Scalar else None for item in items]
+    try:
+        if "%" not in "".join(values):  # a TypeError unless every item is a string
+            return tuple(netparse.networks(values))
+    except (TypeError, ValueError):
+        pass
     return _list_of(node, path, _cidr)
 
 
