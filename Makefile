@@ -58,3 +58,28 @@ bench: setup
 clean:
 	$(MAKE) -C bpf clean
 	rm -rf $(VENV) *.egg-info
+
+# The kernel tests under Debian's own kernels (vm/kernels.txt), each booted
+# with qemu in software emulation on the host's tree (read-only, tmpfs
+# overlay): `make vm-test KERNEL=6.1`, or every pinned kernel (the default;
+# `make vm-matrix` says so). Prints a report per kernel; fails if any fails.
+# Kernels and logs are cached in /var/cache/hepbpf-vm (HEPBPF_VM_CACHE).
+KERNEL ?= all
+VM_APT_PACKAGES := qemu-system-x86 busybox-static kmod
+
+.PHONY: vm-deps vm-test vm-matrix
+
+vm-deps:
+	@missing=$$(for p in $(VM_APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root (or: sudo apt-get install $$missing)" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+vm-test: setup vm-deps
+	$(PY) -m hepbpf.vm.qemu.run $(KERNEL) $(VM_ARGS)
+
+vm-matrix:
+	$(MAKE) vm-test KERNEL=all

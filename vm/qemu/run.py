@@ -1,0 +1,249 @@
+"""Boot each pinned kernel under qemu (TCG: no KVM needed) with the host's /
+as its root, run the kernel tests there with the host's pytest command, and
+report per kernel: boot, object load and verified instructions, pytest
+counts. Exits non-zero if any kernel fails, after the whole report.
+
+  python -m hepbpf.vm.qemu.run [all | NAME[,NAME...]] [--timeout S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import initramfs, kernels
+from .kernels import CACHE, Kernel
+
+REPO = Path(__file__).resolve().parent.parent.parent
+GUEST_SH = Path(__file__).resolve().parent / "guest.sh"
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"  # qemu 7.2's C virtiofsd, in qemu-system-common
+# The issue's selection: the verifier (every test loads the object), the
+# BPF_PROG_TEST_RUN differential suite, the libbpf binding, and one netns
+# traffic scenario (XDP and tc). TCG runs these ~10x slower than the host.
+PYTEST_ARGS = ("-q tests/bpf/test_differential.py tests/bpf/test_libbpf_binding.py "
+               "tests/netns/test_stateful_scenarios.py::test_b_outbound_replies_pass_by_conntrack")
+MEMORY = "3G"
+
+
+@dataclass
+class Result:
+    kernel: Kernel
+    release: str = ""
+    booted: bool = False
+    boot_s: float | None = None  # guest uptime when guest.sh started
+    load: dict | None = None
+    pytest: dict | None = None
+    failure: str = ""  # why the run itself broke (boot, timeout, no report)
+    wall_s: float = 0.0
+    tail: list[str] = field(default_factory=list)  # last console lines, for a broken run
+
+    @property
+    def ok(self) -> bool:
+        p = self.pytest or {}
+        return (not self.failure and bool(self.load and self.load.get("ok")) and p.get("rc") == 0
+                and p.get("tests", 0) > 0 and p.get("passed") == p.get("tests"))
+
+
+def _uptime(words: list[str]) -> float | None:
+    try:
+        return float(words[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _run_file(k: Kernel, pytest_args: str) -> Path:
+    """Settings guest.sh sources (the kernel command line cannot carry
+    spaces). CI=true: there a kernel test that cannot run fails, not skips."""
+    path = CACHE / "runs" / f"{k.name}.env"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"REPO={shlex.quote(str(REPO))}\nPYTHON={shlex.quote(sys.executable)}\n"
+                    f"MODULES={shlex.quote(str(k.modules))}\nPYTEST_ARGS={shlex.quote(pytest_args)}\n"
+                    "export CI=true\n")
+    return path
+
+
+def _start_virtiofsd(sock: Path) -> subprocess.Popen:
+    """Share / with the guest. The guest mounts it read-only under a tmpfs
+    overlay; cache=auto keeps reads of the big tree (python, venv) fast."""
+    sock.unlink(missing_ok=True)
+    proc = subprocess.Popen([VIRTIOFSD, f"--socket-path={sock}", "-o", "source=/", "-o", "cache=auto",
+                             "-o", "log_level=err",
+                             # namespace mode pivot_roots into source, which fails for /
+                             "-o", "sandbox=chroot"], stdin=subprocess.DEVNULL)
+    for _ in range(100):
+        if sock.exists():
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"virtiofsd did not create {sock}")
+
+
+def _qemu_argv(k: Kernel, initrd: Path, sock: Path, run_file: Path) -> list[str]:
+    append = " ".join(["console=ttyS0", "panic=-1", "quiet", "loglevel=4", "mitigations=off",
+                       f"hepbpf_guest={GUEST_SH}", f"hepbpf_run={run_file}"])
+    return ["qemu-system-x86_64", "-nodefaults", "-display", "none", "-no-reboot",
+            "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", MEMORY,
+            # vhost-user (virtiofsd) maps guest memory: it must be shared memfd.
+            "-object", f"memory-backend-memfd,id=mem,size={MEMORY},share=on", "-numa", "node,memdev=mem",
+            "-chardev", f"socket,id=vfs,path={sock}", "-device", "vhost-user-fs-pci,chardev=vfs,tag=hostroot",
+            "-nic", "none", "-serial", "stdio",
+            "-kernel", str(k.vmlinuz), "-initrd", str(initrd), "-append", append]
+
+
+def run_one(k: Kernel, pytest_args: str, timeout: float, echo) -> Result:
+    r = Result(k)
+    t0 = time.monotonic()
+    kernels.fetch(k)
+    r.release = k.release
+    initrd = initramfs.build(k)
+    run_file = _run_file(k, pytest_args)
+    sock = CACHE / "runs" / f"{k.name}.sock"
+    log_path = CACHE / "logs" / f"{k.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    vfsd = _start_virtiofsd(sock)
+    try:
+        argv = _qemu_argv(k, initrd, sock, run_file)
+        qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        in_pytest = False
+        lines: list[str] = []
+
+        def read() -> None:
+            nonlocal in_pytest
+            with open(log_path, "w") as log:
+                log.write(" ".join(shlex.quote(a) for a in argv) + "\n")
+                for raw in qemu.stdout:
+                    line = raw.decode(errors="replace").rstrip("\r\n")
+                    log.write(line + "\n")
+                    log.flush()
+                    lines.append(line)
+                    words = line.split()
+                    tag = words[0] if words else ""
+                    if tag == "HEPBPF-VM-STAGE" and words[1:2] == ["guest"]:
+                        r.booted, r.boot_s = True, _uptime(words)
+                        echo(f"booted in {r.boot_s} s of guest time ({time.monotonic() - t0:.0f} s wall)")
+                    elif tag == "HEPBPF-VM-LOAD":
+                        r.load = json.loads(line.split(" ", 1)[1])
+                    elif tag == "HEPBPF-VM-PYTEST":
+                        r.pytest = json.loads(line.split(" ", 1)[1])
+                    elif tag == "HEPBPF-VM-FAIL":
+                        r.failure = line.split(" ", 1)[1]
+                    elif tag == "HEPBPF-VM-BEGIN" and words[1:2] == ["pytest"]:
+                        in_pytest = True
+                        echo("pytest " + pytest_args)
+                    elif tag == "HEPBPF-VM-END":
+                        in_pytest = False
+                    elif in_pytest:
+                        echo("  " + line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            qemu.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            qemu.kill()  # our own qemu, by its handle
+            qemu.wait()
+            r.failure = r.failure or f"timed out after {timeout:.0f} s"
+        reader.join(timeout=10)
+        r.tail = lines[-40:]
+        if not r.failure and r.pytest is None:
+            r.failure = f"qemu exited ({qemu.returncode}) without a pytest report"
+    finally:
+        vfsd.terminate()
+        try:
+            vfsd.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            vfsd.kill()
+        sock.unlink(missing_ok=True)
+    r.wall_s = time.monotonic() - t0
+    return r
+
+
+def _insns(load: dict) -> str:
+    progs = load.get("programs") or {}
+    return ", ".join(f"{name} {p.get('verified_insns') or 0:,} verified insns" for name, p in progs.items())
+
+
+def report(r: Result) -> list[str]:
+    k = r.kernel
+    out = [f"kernel {k.name}: {k.package} {k.version} (uname -r {r.release or '?'})"]
+    out.append(f"  boot     {'ok, guest.sh started at ' + str(r.boot_s) + ' s uptime' if r.booted else 'FAILED'}")
+    ld = r.load
+    if ld is None:
+        out.append("  load     not reached")
+    elif ld.get("ok"):
+        out.append(f"  load     OK in {ld.get('load_s')} s: {_insns(ld)} (BTF {'yes' if ld.get('btf') else 'NO'})")
+    else:
+        out.append(f"  load     FAILED: {str(ld.get('error')).splitlines()[0]}")
+        for key in ("verifier_log", "libbpf_log", "traceback"):
+            if ld.get(key):
+                out.append(f"    {key}:")
+                out += ["      " + x for x in ld[key].splitlines()]
+    p = r.pytest
+    if p is None:
+        out.append("  pytest   not reached")
+    elif "error" in p:
+        out.append(f"  pytest   exit {p['rc']}, {p['error']}")
+    else:
+        out.append(f"  pytest   {p['tests']} run, {p['passed']} passed, {p['failures']} failed, {p['errors']} errors, "
+                   f"{p['skipped']} skipped in {p['time_s']} s (exit {p['rc']})")
+        for pr in p.get("problems", []):
+            out.append(f"    {pr['kind'].upper()} {pr['test']}: {pr['message']}")
+            out += ["      " + x for x in pr["detail"].splitlines()]
+    if r.failure:
+        out.append(f"  run      {r.failure}")
+        if not r.pytest:
+            out.append("  last console lines:")
+            out += ["    " + x for x in r.tail]
+    out.append(f"  wall     {r.wall_s:.0f} s; console log {CACHE / 'logs' / (k.name + '.log')}")
+    out.append(f"  RESULT   {'PASS' if r.ok else 'FAIL'}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hepbpf.vm.qemu.run", description=__doc__.split("\n")[0])
+    ap.add_argument("kernel", nargs="?", default="all", help="a name from vm/kernels.txt, several with commas, or all")
+    ap.add_argument("--timeout", type=float, default=float(os.environ.get("HEPBPF_VM_TIMEOUT", 2400)),
+                    help="seconds for one kernel's boot and tests (default 2400)")
+    ap.add_argument("--pytest-args", default=os.environ.get("HEPBPF_VM_PYTEST", PYTEST_ARGS))
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("vm-test needs root (virtiofsd shares /, depmod writes the kernel cache)", file=sys.stderr)
+        return 2
+    try:
+        chosen = kernels.select(kernels.load(), args.kernel)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    results = []
+    for k in chosen:
+        print(f"== {k.name}: {k.package} {k.version}", flush=True)
+        try:
+            r = run_one(k, args.pytest_args, args.timeout, lambda s, n=k.name: print(f"[{n}] {s}", flush=True))
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+            r = Result(k, failure=f"could not start: {e}")
+        results.append(r)
+        (CACHE / "reports").mkdir(parents=True, exist_ok=True)
+        (CACHE / "reports" / f"{k.name}.json").write_text(json.dumps(
+            {"kernel": k.name, "package": k.package, "version": k.version, "release": r.release, "ok": r.ok,
+             "booted": r.booted, "boot_s": r.boot_s, "load": r.load, "pytest": r.pytest, "failure": r.failure,
+             "wall_s": round(r.wall_s, 1)}, indent=2))
+    print("\n" + "=" * 72 + "\nvm-test report\n")
+    for r in results:
+        print("\n".join(report(r)) + "\n")
+    for r in results:
+        print(f"{r.kernel.name:6} {'PASS' if r.ok else 'FAIL'}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
