@@ -285,13 +285,15 @@ def test_unconfirmed_attach_rolls_back_to_the_previous_policy(clean, tmp_path):
     c = lab.clients[0]
     _attach(lab, tmp_path, ALLOW_7002, name="a.yaml")
     first = status(lab)["prog_id"]
-    res = _attach(lab, tmp_path, DENY_ALL, "--confirm-within", "2", name="b.yaml")
+    # The window must outlast the three checks below: each is a CLI start,
+    # seconds apart on a loaded 2-core machine (2 s was once too short).
+    res = _attach(lab, tmp_path, DENY_ALL, "--confirm-within", "8", name="b.yaml")
     assert "PENDING" in res.stderr
     assert probe(lab, c, [_syn(c, ALLOW_PORT)]) == [False]  # the new policy enforces meanwhile
     st = status(lab)
     assert st["pending_confirmation"]["rollback_to"] == "the previous policy"
     assert "PENDING CONFIRMATION" in hepbpf(lab, "status", "eth1").stdout
-    st = _wait_unpending(lab, 15)
+    st = _wait_unpending(lab, 25)
     # both attaches fit the first object: updated in place, rolled back in place
     assert st["prog_id"] == first and st["attached"] and st["serial"] == 2
     assert probe(lab, c, [_syn(c, ALLOW_PORT)]) == [True]  # policy a is back
