@@ -306,10 +306,10 @@ def test_confirmed_attach_stays(clean, tmp_path):
     lab = clean
     c = lab.clients[0]
     _attach(lab, tmp_path, ALLOW_7002, name="a.yaml")
-    _attach(lab, tmp_path, DENY_ALL, "--confirm-within", "3", name="b.yaml")
+    _attach(lab, tmp_path, DENY_ALL, "--confirm-within", "6", name="b.yaml")
     res = hepbpf(lab, "confirm", "eth1")
     assert "confirmed" in res.stdout
-    time.sleep(4)
+    time.sleep(7)  # past the window: confirmed means no rollback comes
     st = status(lab)
     assert st["pending_confirmation"] is None
     assert {r["policy"] for r in st["rules"] if r["policy"]} == {"oops"}
