@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         data["live"] = run_live(sizes=sizes, families=(4,), rounds=args.rounds, window_s=window,
                                 windows=3, progress=sys.stderr)
     if not args.quick:
+        from .cidrset import measure_cidrset
+        _say("in-kernel: a 100,000-CIDR set, hepbpf's host hash + trie against one trie")
+        with _pinned(1):
+            data["cidr_set"] = measure_cidrset(families)
         try:
             from .scale import measure_scale
         except ImportError:

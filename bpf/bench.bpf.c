@@ -9,6 +9,10 @@
  *   bench_xdp_lin                     LIN(N)'s entry: parse, keep the flow
  *                                     in bench_lin_v1, tail-call the
  *                                     generated rules (bench/linear.py)
+ *   bench_xdp_cidr_{keys,lpm,split}   a 100,000-CIDR set looked up with
+ *                                     random keys: the keys alone, a plain
+ *                                     LPM trie, hepbpf's host hash + trie
+ *                                     (bench/cidrset.py)
  *
  * They share nothing with hep.bpf.o but the parser, so a baseline can never
  * pick up a policy cost by accident. */
@@ -150,6 +154,166 @@ int bench_xdp_lin(struct xdp_md *ctx)
 		return XDP_DROP;
 	bpf_tail_call(ctx, &bench_lin_jmp_v1, 0);
 	return XDP_ABORTED;	/* no rules program installed */
+}
+
+/* --- CIDR sets ---------------------------------------------------------
+ * One test run does BENCH_CIDR_LOOKUPS lookups, the keys taken in turn
+ * from bench_cidr_keys_v1 (BPF_PROG_TEST_RUN repeats one packet; a set
+ * looked up with one key would sit in the cache). The keys-only program
+ * is the baseline subtracted from the other two. */
+#define BENCH_CIDR_LOOKUPS 64
+#define BENCH_CIDR_KEYS 65536
+
+/* bench_cidr_keys_v1: the addresses to look up, in order. key: index;
+ * value: union hep_addr. writer: harness; reader: bench_xdp_cidr_*.
+ * size: BENCH_CIDR_KEYS */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, union hep_addr);
+	__uint(max_entries, BENCH_CIDR_KEYS);
+} bench_cidr_keys_v1 SEC(".maps");
+
+/* bench_cidr_run_v1: per CPU, where the next run starts in the keys and
+ * the family, and the class each lookup of the last run found (the
+ * harness checks them).
+ * key: 0; writer: bench_xdp_cidr_*; reader: harness. size: 1 */
+struct bench_cidr_run {
+	__u32 pos;
+	__u32 v6;			/* family of the set under test (harness) */
+	__u32 found[BENCH_CIDR_LOOKUPS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct bench_cidr_run);
+	__uint(max_entries, 1);
+} bench_cidr_run_v1 SEC(".maps");
+
+/* bench_cidr_lpm{4,6}_v1: the whole set in one trie, the plain way.
+ * bench_cidr_rest{4,6}_v1: the set's shorter prefixes, as hep_addr{4,6}_v1
+ * holds them; bench_cidr_host{4,6}_v1: its full-length ones, as
+ * hep_host{4,6}_v1. Keys as the datapath's (chain, side, gen 0); value: a
+ * class id. writer: harness; reader: bench_xdp_cidr_*. size: harness. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct hep_lpm4_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} bench_cidr_lpm4_v1 SEC(".maps"), bench_cidr_rest4_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct hep_lpm6_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} bench_cidr_lpm6_v1 SEC(".maps"), bench_cidr_rest6_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct hep_host4_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} bench_cidr_host4_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct hep_host6_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} bench_cidr_host6_v1 SEC(".maps");
+
+enum bench_cidr_mode { BENCH_CIDR_KEYS_ONLY, BENCH_CIDR_LPM, BENCH_CIDR_SPLIT };
+
+static __always_inline __u32 bench_cidr_trie(void *trie, const union hep_addr *a, __u32 v6)
+{
+	__u32 *klass;
+
+	if (!v6) {
+		struct hep_lpm4_key k = { .prefixlen = HEP_SCOPE_BITS + 32, .addr = a->v4 };
+
+		klass = bpf_map_lookup_elem(trie, &k);
+	} else {
+		struct hep_lpm6_key k = { .prefixlen = HEP_SCOPE_BITS + 128 };
+
+		__builtin_memcpy(k.addr, a->v6, 16);
+		klass = bpf_map_lookup_elem(trie, &k);
+	}
+	return klass ? *klass : ~0U;
+}
+
+/* As hep_addr_class after the scope array: the host hash, then the trie. */
+static __always_inline __u32 bench_cidr_split(const union hep_addr *a, __u32 v6)
+{
+	__u32 *klass;
+
+	if (!v6) {
+		struct hep_host4_key k = { .addr = a->v4 };
+
+		klass = bpf_map_lookup_elem(&bench_cidr_host4_v1, &k);
+		if (klass)
+			return *klass;
+		return bench_cidr_trie(&bench_cidr_rest4_v1, a, 0);
+	} else {
+		struct hep_host6_key k = {};
+
+		__builtin_memcpy(k.addr, a->v6, 16);
+		klass = bpf_map_lookup_elem(&bench_cidr_host6_v1, &k);
+		if (klass)
+			return *klass;
+		return bench_cidr_trie(&bench_cidr_rest6_v1, a, 1);
+	}
+}
+
+static __always_inline int bench_cidr(enum bench_cidr_mode mode)
+{
+	__u32 zero = 0, i, idx, sum = 0, v6;
+	struct bench_cidr_run *run = bpf_map_lookup_elem(&bench_cidr_run_v1, &zero);
+	union hep_addr *a;
+
+	if (!run)
+		return XDP_ABORTED;
+	v6 = run->v6;
+	for (i = 0; i < BENCH_CIDR_LOOKUPS; i++) {
+		__u32 found = ~0U;
+
+		idx = (run->pos + i) & (BENCH_CIDR_KEYS - 1);
+		a = bpf_map_lookup_elem(&bench_cidr_keys_v1, &idx);
+		if (!a)
+			return XDP_ABORTED;
+		if (mode == BENCH_CIDR_LPM)
+			found = bench_cidr_trie(v6 ? (void *)&bench_cidr_lpm6_v1 : (void *)&bench_cidr_lpm4_v1,
+						a, v6);
+		else if (mode == BENCH_CIDR_SPLIT)
+			found = bench_cidr_split(a, v6);
+		else
+			found = a->v4;
+		run->found[i] = found;
+		sum += found;
+	}
+	run->pos += BENCH_CIDR_LOOKUPS;
+	return sum == 1 ? XDP_DROP : XDP_PASS;
+}
+
+SEC("xdp")
+int bench_xdp_cidr_keys(struct xdp_md *ctx)
+{
+	return bench_cidr(BENCH_CIDR_KEYS_ONLY);
+}
+
+SEC("xdp")
+int bench_xdp_cidr_lpm(struct xdp_md *ctx)
+{
+	return bench_cidr(BENCH_CIDR_LPM);
+}
+
+SEC("xdp")
+int bench_xdp_cidr_split(struct xdp_md *ctx)
+{
+	return bench_cidr(BENCH_CIDR_SPLIT);
 }
 
 /* Fold a 32-bit one's-complement sum to 16 bits. */

@@ -74,5 +74,13 @@ def test_verdicts_never_call_a_missing_figure_met():
     assert by_goal["veth rate hepbpf/XDP-drop floor, 10 rules, none"].measured == 0.75
     assert by_goal["veth rate hepbpf/XDP-drop floor, 10 rules, none"].met is False
     assert by_goal["veth rate hepbpf/ipt-legacy, 1000 rules, none"].met is False  # 10x < 20x
-    assert by_goal["compile + attach 10k rules + 100k CIDRs"].met is None
+    assert by_goal["compile + load + fill 10k rules + 100k CIDRs (to enforcing)"].met is None
+    assert by_goal["100k-CIDR set / plain LPM trie, IPv4, members keys"].met is None
+    data["scale"] = {"seconds": {"parse": 0.5, "total": 2.5}}
+    data["cidr_set"] = [{"family": 4, "mix": "members", "lpm_ns": 900.0, "hepbpf_ns": 400.0},
+                        {"family": 4, "mix": "uniform", "lpm_ns": 900.0, "hepbpf_ns": 600.0}]
+    by_goal = {v.goal: v for v in report.verdicts(data)}
+    assert by_goal["compile + load + fill 10k rules + 100k CIDRs (to enforcing)"].met is False
+    assert by_goal["100k-CIDR set / plain LPM trie, IPv4, members keys"].met is True
+    assert by_goal["100k-CIDR set / plain LPM trie, IPv4, uniform keys"].measured == 600 / 900
     assert "MISSED" in report.text(data) and "not measured" in report.text(data)
