@@ -93,6 +93,9 @@ class Match:
 
 CATCH_ALL = Match(frozenset({4, 6}), SideMatch(), SideMatch())
 
+# Made once per rule (10,000 at the scale target): built, not __init__-ed.
+_match, _side_match, _slot_entry = builder(Match), builder(SideMatch), builder(SlotEntry)
+
 
 @dataclass(slots=True)
 class _Slot:
@@ -176,8 +179,9 @@ def _slots(chain: int, view: ChainView) -> list[_Slot]:
     out: list[_Slot] = []
     ingress = view.direction == INGRESS
 
-    def add(match: Match, action: str, reason: str, flags: int = 0, **meta) -> _Slot:
-        s = _Slot(match, SlotEntry(chain, len(out), action, REASONS[reason], 0, flags=flags, **meta))
+    def add(match: Match, action: str, reason: str, flags: int = 0, stage: str | None = None,
+            tier: str | None = None, policy: str | None = None, rule: int | None = None) -> _Slot:
+        s = _Slot(match, _slot_entry(chain, len(out), action, REASONS[reason], 0, stage, tier, policy, rule, flags))
         out.append(s)
         return s
 
@@ -326,7 +330,7 @@ def _side(ent, picks: _Picks) -> SideMatch | None:
         ipset = picks.neg(ent.not_selector)
         if ipset:
             neg.append(ipset)
-    return SideMatch(tuple(pos), tuple(neg))
+    return _side_match(tuple(pos), tuple(neg))
 
 
 def _rule_matches(rule: Rule, peers: tuple[Peer, ...], picks: _Picks) -> list[Match]:
@@ -345,13 +349,13 @@ def _rule_matches(rule: Rule, peers: tuple[Peer, ...], picks: _Picks) -> list[Ma
     if not fams or src is None or dst is None:
         return []
     icmp = lambda m: None if m is None else (m.type, m.code)  # noqa: E731
-    base = Match(
+    base = _match(
         frozenset(fams), src, dst,
-        protocol=rule.protocol.number if rule.protocol else None,
-        not_protocol=rule.not_protocol.number if rule.not_protocol else None,
-        icmp=icmp(rule.icmp), not_icmp=icmp(rule.not_icmp),
-        dports=_ranges(rule.destination.ports), not_dports=_ranges(rule.destination.not_ports),
-        sports=_ranges(rule.source.ports), not_sports=_ranges(rule.source.not_ports),
+        rule.protocol.number if rule.protocol else None,  # protocol
+        rule.not_protocol.number if rule.not_protocol else None,  # not_protocol
+        icmp(rule.icmp), icmp(rule.not_icmp),  # icmp, not_icmp
+        _ranges(rule.destination.ports), _ranges(rule.destination.not_ports),  # dports, not_dports
+        _ranges(rule.source.ports), _ranges(rule.source.not_ports),  # sports, not_sports
     )
     out = [base]
     for side, ent in (("src", rule.source), ("dst", rule.destination)):
@@ -473,6 +477,9 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
         if fam not in m.families:
             continue
         sm = m.src if side == SIDE_SRC else m.dst
+        if not sm.pos and not sm.neg:  # most slots, on the local side: no address constraint
+            base |= 1 << s
+            continue
         pos = [lid(nl) for nl in sm.pos]
         if -1 in pos:
             continue  # never satisfiable in this family

@@ -21,12 +21,11 @@ __all__ = ["network", "network_exact", "networks"]
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _V4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(3[0-2]|[12]?[0-9]))?")
 _V6 = re.compile(r"([0-9a-fA-F:]+)(?:/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?")
-_HEXTET = re.compile(r"[0-9a-fA-F]{1,4}")
 
 
 def _v6_int(addr: str) -> int | None:
-    """Colon-hex text (no IPv4 tail, no zone) as an int; None if it is not
-    one ``ipaddress`` would read as such."""
+    """Colon-hex text (hex digits and colons only: what _V6 matched) as an
+    int; None if it is not one ``ipaddress`` would read as such."""
     head, skip, tail = addr.partition("::")
     if "::" in tail:
         return None
@@ -34,14 +33,16 @@ def _v6_int(addr: str) -> int | None:
     lo = tail.split(":") if tail else []
     if (len(hi) + len(lo) > 7) if skip else (len(hi) != 8):
         return None
+    # _V6 lets only hex digits and colons through, so a group is a hextet
+    # exactly when it has one to four characters.
     value = 0
     for group in hi:
-        if not _HEXTET.fullmatch(group):
+        if not 0 < len(group) < 5:
             return None
         value = value << 16 | int(group, 16)
     value <<= 16 * (8 - len(hi) - len(lo))
     for group in lo:
-        if not _HEXTET.fullmatch(group):
+        if not 0 < len(group) < 5:
             return None
         value = value << 16 | int(group, 16)
     return value

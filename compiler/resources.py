@@ -188,8 +188,11 @@ class _Fields:
         self.read.add(key)
         if self.node is None:
             return None
-        node = self.node.get(key)
-        if node is None or isinstance(node, Scalar) and node.value is None and not node.quoted:
+        hit = self.node._index.get(key)  # Mapping.get, without its call (200,000 reads at scale)
+        if hit is None:
+            return None
+        node = hit[1]
+        if type(node) is Scalar and node.value is None and not node.quoted:
             return None  # `key:` or `key: null` means unset, as in Go's JSON
         return node
 
