@@ -231,13 +231,16 @@ def _addr_groups(img: MapImage, maps: dict, cid: list[bytes]) -> dict[tuple, lis
         _, _, addr = _keyed_layout(KEYED_MAPS[name])
         return [{}, abi.pack(KEYED_MAPS[name], fields)[:addr], 4 if v4 else 16, 0, maps[name]]
 
+    # ipaddress's own fields, not its properties (prefixlen, int()): two
+    # Python calls less per entry, a fifth of this loop at 200,000 entries.
+    get = groups.get
     for e in img.addr:
         net = e.net
-        gk = (type(net), e.chain, e.side, net.prefixlen)
-        g = groups.get(gk)
+        gk = (net.__class__, e.chain, e.side, net._prefixlen)
+        g = get(gk)
         if g is None:
             g = groups[gk] = group(gk)
-        g[0][g[1] + int(net.network_address).to_bytes(g[2], "big")] = cid[e.klass]
+        g[0][g[1] + net.network_address._ip.to_bytes(g[2], "big")] = cid[e.klass]
     for g in groups.values():
         g[3] = len(g[0])
         g[4].update(g[0])
@@ -383,6 +386,14 @@ class Placement:
         chain, slot = divmod(int.from_bytes(key, sys.byteorder), max_slots)
         return (self.gen * abi.const("HEP_CHAIN_MAX") + chain) * self.cap.slot_stride + slot
 
+    def _slot_keys(self, keys) -> bytes:
+        """slot_key() of each of ``keys``, as __u32s concatenated."""
+        max_slots, stride = abi.const("HEP_MAX_SLOTS"), self.cap.slot_stride
+        base = self.gen * abi.const("HEP_CHAIN_MAX") * stride
+        a = array("I")
+        a.frombytes(b"".join(keys))
+        return array("I", [base + (k // max_slots) * stride + k % max_slots for k in a]).tobytes()
+
     @gc_paused
     def changes(self, new: Content, old: Content | None) -> Changes:
         """What turns what this generation holds (``old``; None: unknown,
@@ -427,7 +438,7 @@ class Placement:
                 if pad:
                     values = [v + pad for v in values]
             else:  # SLOT
-                keys = array("I", [self.slot_key(k) for k in changed]).tobytes()
+                keys = self._slot_keys(changed)
             if keys:
                 writes[name] = (keys, b"".join(values))
         return Changes(writes, port, deletes)
@@ -435,7 +446,7 @@ class Placement:
     def rule_stat_keys(self, c: Content) -> bytes:
         """The hep_rulestat_v1 keys of ``c``'s slots in this generation,
         concatenated."""
-        return array("I", [self.slot_key(k) for k in c.maps[SLOT]]).tobytes()
+        return self._slot_keys(c.maps[SLOT])
 
 
 @cache
