@@ -15,7 +15,7 @@
 #include <bpf/bpf_helpers.h>
 #include "hepbpf_abi.h"
 
-/* Generations. The policy maps below (addr, proto, port, class, slot, and
+/* Generations. The policy maps below (addr, host, proto, port, class, slot, and
  * the rule counters) hold two policies side by side, generation 0 and 1
  * (hepbpf_abi.h says how keys carry it); packets are judged by the one in
  * hep_gen_v1, read once per packet. An update writes the generation no
