@@ -131,7 +131,7 @@ def lower(views: dict[int, ChainView]) -> MapImage:
                     proto.append(ProtoEntry(chain, side, p, classes.id(segs[0][2]), None))
                     continue
                 proto.append(ProtoEntry(chain, side, p, 0, ntables))
-                ports.extend(PortSegment(ntables, lo, hi, classes.id(v)) for lo, hi, v in segs)
+                ports.extend(_port_segment(ntables, lo, hi, classes.id(v)) for lo, hi, v in segs)
                 ntables += 1
     entries = tuple(s.entry for c in sorted(chains) for s in chains[c])
     names = ("",) + tuple(sorted({e.policy for e in entries if e.policy}))
@@ -403,6 +403,7 @@ def _with_alternatives(m: Match, side: str, alts) -> list[Match]:
 # --- address classes ----------------------------------------------------------
 
 _addr_entry = builder(AddrEntry)  # one per LPM entry: 200,000 at the scale target
+_port_segment = builder(PortSegment)  # 15,000 at the scale target
 
 
 class _Part:
@@ -645,6 +646,10 @@ def _merge(ranges) -> tuple[tuple[int, int], ...]:
 
 
 def _intersect(a, b):
+    if a is FULL:  # the usual first step (a port list against every port): b, merged, if it lies within
+        merged = _merge(b)
+        if all(0 <= lo <= hi <= 65535 for lo, hi in merged):
+            return merged
     out = []
     for alo, ahi in _merge(a):
         for blo, bhi in _merge(b):
