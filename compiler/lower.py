@@ -407,32 +407,36 @@ _port_segment = builder(PortSegment)  # 15,000 at the scale target
 
 
 class _Part:
-    """A chunk's networks of one family: their sort keys (address << 8 |
-    prefix length: (address, length) order, one int), sorted, and the
-    network of each key. Sorted once here, so a scope's sort merges runs."""
+    """A chunk's networks of one family, as their sort keys (address << 8 |
+    prefix length: (address, length) order, one int), sorted once here so
+    a scope's sort merges runs. ``_Nets.net_of`` maps them back."""
 
-    __slots__ = ("keys", "by_key")
+    __slots__ = ("keys",)
 
-    def __init__(self, nets: list[IPNetwork]):
-        # int(address) and .prefixlen are Python-level calls; the attributes
-        # behind them (which netparse sets too) are not.
-        self.by_key = {n.network_address._ip << 8 | n._prefixlen: n for n in nets}
-        self.keys = sorted(self.by_key)
+    def __init__(self, keys: list[int]):
+        self.keys = keys
 
 
 class _Nets:
     """Per-chunk facts every address scope needs, computed once per lower():
-    each chunk's ``_Part`` of each family (the two split in one pass)."""
+    each chunk's ``_Part`` of each family (the two split in one pass), and
+    per family the network of every sort key."""
 
     def __init__(self):
         self._split: dict[tuple[int, int], _Part] = {}
+        self.net_of: dict[int, dict[int, IPNetwork]] = {4: {}, 6: {}}
 
     def of(self, chunk: tuple[IPNetwork, ...], fam: int) -> _Part:
         hit = self._split.get((id(chunk), fam))
         if hit is None:
             v4 = [n for n in chunk if n.version == 4]
             v6 = [n for n in chunk if n.version == 6] if len(v4) < len(chunk) else []
-            self._split[(id(chunk), 4)], self._split[(id(chunk), 6)] = _Part(v4), _Part(v6)
+            for f, nets in ((4, v4), (6, v6)):
+                # int(address) and .prefixlen are Python-level calls; the
+                # attributes behind them (which netparse sets too) are not.
+                by_key = {n.network_address._ip << 8 | n._prefixlen: n for n in nets}
+                self.net_of[f].update(by_key)
+                self._split[(id(chunk), f)] = _Part(sorted(by_key))
             hit = self._split[(id(chunk), fam)]
         return hit
 
@@ -520,18 +524,15 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
         return h
 
     held: dict[int, int] = {}  # sort key -> index into holders
-    net_of: dict[int, IPNetwork] = {}
     for part, ls in owners.values():
         h = holder(ls)
         if held.keys().isdisjoint(part.keys):  # the usual case, a whole chunk at C speed
             held.update(dict.fromkeys(part.keys, h))
-            net_of.update(part.by_key)
             continue
         for k in part.keys:
             prev = held.get(k)
             if prev is None:
                 held[k] = h
-                net_of[k] = part.by_key[k]
             elif prev != h:
                 held[k] = holder(lists_of[prev] + lists_of[h])
 
@@ -616,7 +617,7 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
         if state != top_state and k & 0xFF != width:  # a full-length prefix holds no other
             push((top_hi, top_state))
             top_hi, top_state = lo | span[k & 0xFF], state
-    out.extend(map(_addr_entry, repeat(chain), repeat(side), map(net_of.__getitem__, keys), ids))
+    out.extend(map(_addr_entry, repeat(chain), repeat(side), map(nets.net_of[fam].__getitem__, keys), ids))
     return out
 
 
