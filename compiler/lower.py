@@ -555,10 +555,10 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
     on_path: list[frozenset[int]] = [frozenset()]  # state -> its holders
     by_path: dict[frozenset[int], int] = {frozenset(): 0}
     klass: list[int] = [-1]  # state -> class id, -1 until asked
-    memo: dict[int, int] = {}  # parent state * len(holders) + holders index -> state
+    memo: dict[int, tuple[int, int]] = {}  # parent state * len(holders) + holders index -> (state, class)
     nh = len(holders)
 
-    def child(parent: int, h: int) -> int:
+    def child(parent: int, h: int) -> tuple[int, int]:
         path = on_path[parent]
         if h in path:
             state = parent
@@ -579,8 +579,9 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
                 on_path.append(path)
                 klass.append(-1)
                 state = by_path[path] = len(states) - 1
-        memo[parent * nh + h] = state
-        return state
+        c = klass[state]
+        hit = memo[parent * nh + h] = (state, c if c >= 0 else class_of(state))
+        return hit
 
     def class_of(state: int) -> int:
         pos, neg, ok, _ = states[state]
@@ -609,11 +610,9 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
         while lo > top_hi:
             top_hi, top_state = pop()
         h = held[k]
-        state = get_state(top_state * nh + h)
-        if state is None:
-            state = child(top_state, h)
-        c = klass[state]
-        add_id(c if c >= 0 else class_of(state))
+        hit = get_state(top_state * nh + h)
+        state, c = hit if hit is not None else child(top_state, h)
+        add_id(c)
         if state != top_state and k & 0xFF != width:  # a full-length prefix holds no other
             push((top_hi, top_state))
             top_hi, top_state = lo | span[k & 0xFF], state
