@@ -26,20 +26,31 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo "HEPBPF-VM-STAGE guest $(cut -d' ' -f1 /proc/uptime)"
 
-# shellcheck disable=SC1090  # written by run.py: REPO, PYTHON, MODULES, PYTEST_ARGS
+# shellcheck disable=SC1090  # written by run.py: REPO, SOURCE, PYTHON, MODULES, PYTEST_ARGS
 . "$hepbpf_run" || { echo "HEPBPF-VM-FAIL guest: cannot read $hepbpf_run"; off; }
 mkdir -p "/lib/modules/$(uname -r)"
 mount --bind "$MODULES" "/lib/modules/$(uname -r)"
 hostname hepbpf-vm
 ip link set lo up
 
+# Run on a snapshot of the tree taken now (3 MB: no .git, the venv stays
+# shared): others edit and rebuild the live tree, and a file replaced on
+# the host mid-run would turn the guest's open handles stale (ESTALE).
+mkdir -p /run/hepbpf-vm/tree /run/hepbpf-vm/venv
+tar -C "$SOURCE" --exclude=./.git --exclude=./.venv -cf - . | tar -C /run/hepbpf-vm/tree -xf - \
+    || { echo "HEPBPF-VM-FAIL guest: cannot snapshot $SOURCE"; off; }
+mkdir -p /run/hepbpf-vm/tree/.venv
+mount --bind "$REPO/.venv" /run/hepbpf-vm/venv
+mount --bind /run/hepbpf-vm/tree "$REPO"
+mount --bind /run/hepbpf-vm/venv "$REPO/.venv"
 cd "$REPO" || { echo "HEPBPF-VM-FAIL guest: no $REPO"; off; }
 echo "HEPBPF-VM-BEGIN load"
 "$PYTHON" -m hepbpf.vm.qemu.guest load
 echo "HEPBPF-VM-END load"
 
 echo "HEPBPF-VM-BEGIN pytest $(cut -d' ' -f1 /proc/uptime)"
-# shellcheck disable=SC2086  # PYTEST_ARGS is a word list
+set -f  # PYTEST_ARGS is a word list; test ids hold [brackets], not globs
+# shellcheck disable=SC2086
 "$PYTHON" -m pytest $PYTEST_ARGS --junitxml=/tmp/hepbpf-vm-junit.xml
 rc=$?
 echo "HEPBPF-VM-END pytest $(cut -d' ' -f1 /proc/uptime)"
