@@ -19,7 +19,6 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
 mount -t bpf bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
@@ -43,6 +42,7 @@ mkdir -p /run/hepbpf-vm/tree/.venv
 mount --bind "$REPO/.venv" /run/hepbpf-vm/venv
 mount --bind /run/hepbpf-vm/tree "$REPO"
 mount --bind /run/hepbpf-vm/venv "$REPO/.venv"
+mount -t tmpfs tmpfs /tmp  # only now: SOURCE may be under the host's /tmp
 cd "$REPO" || { echo "HEPBPF-VM-FAIL guest: no $REPO"; off; }
 echo "HEPBPF-VM-BEGIN load"
 "$PYTHON" -m hepbpf.vm.qemu.guest load

@@ -193,10 +193,10 @@ def report(r: Result) -> list[str]:
         out.append(f"  load     OK in {ld.get('load_s')} s: {_insns(ld)} (BTF {'yes' if ld.get('btf') else 'NO'})")
     else:
         out.append(f"  load     FAILED: {str(ld.get('error')).splitlines()[0]}")
-        for key in ("verifier_log", "libbpf_log", "traceback"):
+        for key, n in (("verifier_log", 12), ("libbpf_log", 3), ("traceback", 8)):
             if ld.get(key):
-                out.append(f"    {key}:")
-                out += ["      " + x for x in ld[key].splitlines()]
+                out.append(f"    {key} (last {n} lines; the JSON report has more):")
+                out += ["      " + x for x in ld[key].splitlines()[-n:]]
     p = r.pytest
     if p is None:
         out.append("  pytest   not reached")
@@ -206,8 +206,10 @@ def report(r: Result) -> list[str]:
         out.append(f"  pytest   {p['tests']} run, {p['passed']} passed, {p['failures']} failed, {p['errors']} errors, "
                    f"{p['skipped']} skipped in {p['time_s']} s (exit {p['rc']})")
         for pr in p.get("problems", []):
-            out.append(f"    {pr['kind'].upper()} {pr['test']}: {pr['message']}")
-            out += ["      " + x for x in pr["detail"].splitlines()]
+            # The last lines of the traceback hold the reason (for a
+            # rejected program: the verifier's last words).
+            out.append(f"    {pr['kind'].upper()} {pr['test']}: {pr['message'].splitlines()[0] if pr['message'] else ''}")
+            out += ["      " + x for x in pr["detail"].rstrip().splitlines()[-4:]]
     if r.failure:
         out.append(f"  run      {r.failure}")
         if not r.pytest:
@@ -216,6 +218,33 @@ def report(r: Result) -> list[str]:
     out.append(f"  wall     {r.wall_s:.0f} s; console log {CACHE / 'logs' / (k.name + '.log')}")
     out.append(f"  RESULT   {'PASS' if r.ok else 'FAIL'}")
     return out
+
+
+def describe_tree(tree: Path) -> str:
+    """Which code ran: the guest runs the tree as it was at boot, others'
+    uncommitted edits included."""
+    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return f"{tree} (not a git checkout)"
+    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return f"{tree} at {head.stdout.strip()}" + (" with uncommitted changes" if dirty else "")
+
+
+def summary(r: Result) -> str:
+    """One line per kernel: boot, load and XDP verified insns, pytest."""
+    ld, p = r.load or {}, r.pytest or {}
+    boot = f"boot {r.boot_s} s" if r.booted else "boot FAILED"
+    if not ld:
+        load = "load -"
+    elif ld.get("ok"):
+        insns = (ld.get("programs") or {}).get("hep_xdp_ingress", {}).get("verified_insns")
+        load = f"load OK, XDP {insns:,} insns" if insns else "load OK"
+    else:
+        load = "load FAILED"
+    tests = f"pytest {p['passed']}/{p['tests']} passed" if "tests" in p else "pytest -"
+    return (f"{r.kernel.name:6} {'PASS' if r.ok else 'FAIL'}  {boot:<14} {load:<28} {tests:<22} "
+            f"wall {r.wall_s:.0f} s" + (f"  ({r.failure})" if r.failure else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
+    tree = describe_tree(args.tree.resolve())
+    print(f"tree: {tree}\npytest {args.pytest_args}", flush=True)
     results = []
     for k in chosen:
         print(f"== {k.name}: {k.package} {k.version}", flush=True)
@@ -247,14 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         (CACHE / "reports").mkdir(parents=True, exist_ok=True)
         (CACHE / "reports" / f"{k.name}.json").write_text(json.dumps(
-            {"kernel": k.name, "package": k.package, "version": k.version, "release": r.release, "ok": r.ok,
+            {"kernel": k.name, "package": k.package, "version": k.version, "release": r.release, "tree": tree,
+             "pytest_args": args.pytest_args, "ok": r.ok,
              "booted": r.booted, "boot_s": r.boot_s, "load": r.load, "pytest": r.pytest, "failure": r.failure,
              "wall_s": round(r.wall_s, 1)}, indent=2))
-    print("\n" + "=" * 72 + "\nvm-test report\n")
+    print("\n" + "=" * 72 + f"\nvm-test report (tree {tree})\n")
     for r in results:
         print("\n".join(report(r)) + "\n")
     for r in results:
-        print(f"{r.kernel.name:6} {'PASS' if r.ok else 'FAIL'}")
+        print(summary(r))
     return 0 if all(r.ok for r in results) else 1
 
 
