@@ -2,15 +2,18 @@
 plain LPM trie.
 
 The issue's target: a source CIDR set of 100,000 entries costs at most
-half a plain LPM-trie lookup of the same set. hepbpf keeps full-length
-prefixes (/32, /128) in an exact-match hash (hep_host{4,6}_v1) and only
-the shorter ones in the trie (hep_addr{4,6}_v1); hep_addr_class looks in
-the hash first. bpf/bench.bpf.c holds the same two lookups over its own
-maps (same key layouts), so the set can be measured alone:
+half a plain LPM-trie lookup of the same set. hepbpf expands a scope's
+prefixes to a few stride lengths, each block in an exact-match hash
+(hep_host{4,6}_v2), and looks an address up at each stride, longest
+first (bpf/include/stride.bpf.h); a scope that would expand past the
+budget keeps full-length prefixes in the hash and the rest in the trie
+(hep_addr{4,6}_v1). bpf/bench.bpf.c holds the same lookups over its own
+maps (same key layouts), filled by the loader's own encoder
+(loader/encode.py scope_entries), so the set can be measured alone:
 
   keys   only fetch each key (the baseline subtracted below)
   lpm    the whole set in one trie
-  split  the full-length entries in the hash, the rest in the trie
+  split  the set as hepbpf's datapath holds it (strides, or hash + trie)
 
 Each test run does LOOKUPS lookups with consecutive keys from a table of
 KEYS random addresses (a single repeated key would keep the trie path in
@@ -29,6 +32,7 @@ import struct
 import sys
 
 from hepbpf.loader import abi
+from hepbpf.loader.encode import scope_entries
 from hepbpf.loader.libbpf import BpfObject
 
 from . import micro
@@ -89,25 +93,21 @@ def _addr_bytes(addr: int, family: int) -> bytes:
     return addr.to_bytes(4 if family == 4 else 16, "big")
 
 
-def _trie_key(net, family: int) -> bytes:
-    # struct hep_lpm{4,6}_key: prefixlen, chain 0, side 0, gen 0, pad
-    return struct.pack("=I4x", SCOPE_BITS + net.prefixlen) + _addr_bytes(int(net.network_address), family)
-
-
-def _host_key(net, family: int) -> bytes:
-    # struct hep_host{4,6}_key: chain 0, side 0, gen 0, pad
-    return bytes(4) + _addr_bytes(int(net.network_address), family)
-
-
-def _fill(m, keys: list[bytes], values: list[bytes]) -> None:
-    m.update_batch(keys, values)
-
-
 def _load(family: int, nets, keys: list[int]) -> BpfObject:
+    """The set in the plain trie, and as one hepbpf scope (chain 0, side 0)
+    encoded by the loader's own scope_entries; class id = index in the set."""
     sfx = "4" if family == 4 else "6"
     other = "6" if family == 4 else "4"
-    host = [n for n in nets if n.prefixlen == n.max_prefixlen]
-    rest = [n for n in nets if n.prefixlen != n.max_prefixlen]
+    width = 32 if family == 4 else 128
+    by_len: dict[int, dict[int, bytes]] = {}
+    for i, net in enumerate(nets):
+        by_len.setdefault(net.prefixlen, {})[int(net.network_address)] = i.to_bytes(4, sys.byteorder)
+    host: dict[bytes, bytes] = {}
+    rest: dict[bytes, bytes] = {}
+    scope = scope_entries(by_len, width, 0, 0, host, rest)
+    # struct hep_lpm{4,6}_key: prefixlen, chain 0, side 0, gen 0, pad; address
+    lpm = {struct.pack("=I4x", SCOPE_BITS + n.prefixlen) + _addr_bytes(int(n.network_address), family):
+           i.to_bytes(4, sys.byteorder) for i, n in enumerate(nets)}
     obj = BpfObject.open(str(abi.bpf_dir() / "bench.bpf.o"))
     try:
         sizes = {f"bench_cidr_lpm{sfx}_v1": len(nets), f"bench_cidr_rest{sfx}_v1": max(1, len(rest)),
@@ -116,18 +116,15 @@ def _load(family: int, nets, keys: list[int]) -> BpfObject:
         for name, n in sizes.items():
             obj.map(name).set_max_entries(n)
         obj.load()
-        index = {net: i for i, net in enumerate(nets)}
-
-        def cls(ns):
-            return [index[n].to_bytes(4, sys.byteorder) for n in ns]
-
-        _fill(obj.map(f"bench_cidr_lpm{sfx}_v1"), [_trie_key(n, family) for n in nets], cls(nets))
-        if rest:
-            _fill(obj.map(f"bench_cidr_rest{sfx}_v1"), [_trie_key(n, family) for n in rest], cls(rest))
-        if host:
-            _fill(obj.map(f"bench_cidr_host{sfx}_v1"), [_host_key(n, family) for n in host], cls(host))
-        _fill(obj.map("bench_cidr_keys_v1"), [i.to_bytes(4, sys.byteorder) for i in range(len(keys))],
-              [_addr_bytes(k, family).ljust(16, b"\0") for k in keys])
+        for name, entries in ((f"bench_cidr_lpm{sfx}_v1", lpm), (f"bench_cidr_rest{sfx}_v1", rest),
+                              (f"bench_cidr_host{sfx}_v1", host), ("bench_cidr_scope_v1", {bytes(4): scope})):
+            if entries:
+                obj.map(name).update_batch(list(entries), list(entries.values()))
+        obj.map("bench_cidr_keys_v1").update_batch(
+            [i.to_bytes(4, sys.byteorder) for i in range(len(keys))],
+            [_addr_bytes(k, family).ljust(16, b"\0") for k in keys])
+        obj.scope = abi.unpack("struct hep_scope", scope)  # what the encoder chose
+        obj.expanded = (len(host), len(rest))
         return obj
     except BaseException:
         obj.close()
@@ -152,9 +149,10 @@ def check(obj, prog: str, keys: list[int], ref: Reference, family: int, runs: in
     """The program's answers for the first runs * LOOKUPS keys equal the
     reference's; raises AssertionError otherwise."""
     want = [ref(k) for k in keys[:runs * LOOKUPS]]
-    _run_state(obj, 0, family == 6)
     p = obj.program(prog)
     for r in range(runs):
+        # every CPU's position, each run: the run may land on another CPU
+        _run_state(obj, r * LOOKUPS, family == 6)
         p.test_run(micro.frame(rule_set(1, 4).probes("none")[0], 4), repeat=1)
         got = want[r * LOOKUPS:(r + 1) * LOOKUPS]
         if got not in _found(obj):
@@ -185,8 +183,11 @@ def measure_cidrset(families=(4, 6), mixes=("members", "uniform"), n: int = N_CI
                 hits = sum(ref(k) != 0xFFFFFFFF for k in keys[:4096]) / 4096
                 host_hits = sum(ref(k) != 0xFFFFFFFF and nets[ref(k)].prefixlen == nets[0].max_prefixlen
                                 for k in keys[:4096]) / 4096
+                sc = obj.scope
                 rows.append({
                     "family": fam, "mix": mix, "cidrs": len(nets), "full_length": full,
+                    "strides": list(sc.len)[:sc.n] if sc.mode == abi.const("HEP_SCOPE_STRIDES") else None,
+                    "hash_entries": obj.expanded[0], "trie_entries": obj.expanded[1],
                     "lpm_ns": (res["lpm"][0] - base) / LOOKUPS, "hepbpf_ns": (res["split"][0] - base) / LOOKUPS,
                     "keys_ns": base / LOOKUPS, "runs": {k: v for k, v in res.items()},
                     "hit_share": hits, "host_hit_share": host_hits,
@@ -202,7 +203,8 @@ def text(rows: list[dict]) -> str:
         lines.append(f"IPv{r['family']} {r['cidrs']:,} CIDRs ({r['full_length']:,} full length), {r['mix']} keys "
                      f"({100 * r['hit_share']:.0f}% in the set, {100 * r['host_hit_share']:.0f}% on a full-length "
                      f"entry): trie {r['lpm_ns']:.1f} ns, hepbpf {r['hepbpf_ns']:.1f} ns per lookup "
-                     f"({r['hepbpf_ns'] / r['lpm_ns']:.2f}x)")
+                     f"({r['hepbpf_ns'] / r['lpm_ns']:.2f}x); strides {r['strides']}, {r['hash_entries']:,} hash "
+                     f"+ {r['trie_entries']:,} trie entries")
     return "\n".join(lines)
 
 

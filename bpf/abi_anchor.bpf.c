@@ -8,6 +8,10 @@
 struct hep_abi_anchor {
 	struct hep_lpm4_key lpm4;
 	struct hep_lpm6_key lpm6;
+	struct hep_host4_key host4;
+	struct hep_host6_key host6;
+	struct hep_scope scope;
+	enum hep_scope_mode scope_mode;
 	struct hep_proto_ent proto;
 	struct hep_slot slot;
 	struct hep_stats stats;

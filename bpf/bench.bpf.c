@@ -25,6 +25,7 @@
 #include <bpf/bpf_helpers.h>
 #include "hepbpf_abi.h"
 #include "parse.bpf.h"
+#include "stride.bpf.h"
 
 /* Sender settings, written by the harness between open and load. */
 const volatile __u32 bench_out_ifindex = 0;
@@ -192,10 +193,13 @@ struct {
 } bench_cidr_run_v1 SEC(".maps");
 
 /* bench_cidr_lpm{4,6}_v1: the whole set in one trie, the plain way.
- * bench_cidr_rest{4,6}_v1: the set's shorter prefixes, as hep_addr{4,6}_v1
- * holds them; bench_cidr_host{4,6}_v1: its full-length ones, as
- * hep_host{4,6}_v1. Keys as the datapath's (chain, side, gen 0); value: a
- * class id. writer: harness; reader: bench_xdp_cidr_*. size: harness. */
+ * bench_cidr_rest{4,6}_v1, bench_cidr_host{4,6}_v1, bench_cidr_scope_v1:
+ * the set as one scope of hep_addr{4,6}_v1, hep_host{4,6}_v2 and
+ * hep_scope_v2 holds it (the harness fills them with the encoder's
+ * loader/encode.py scope_entries: expanded to strides, or full-length
+ * entries in the hash and the rest in the trie). Keys as the datapath's
+ * (chain, side, gen 0); value: a class id.
+ * writer: harness; reader: bench_xdp_cidr_*. size: harness. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct hep_lpm4_key);
@@ -226,6 +230,13 @@ struct {
 	__uint(max_entries, 1);
 } bench_cidr_host6_v1 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_scope);
+	__uint(max_entries, 1);
+} bench_cidr_scope_v1 SEC(".maps");
+
 enum bench_cidr_mode { BENCH_CIDR_KEYS_ONLY, BENCH_CIDR_LPM, BENCH_CIDR_SPLIT };
 
 static __always_inline __u32 bench_cidr_trie(void *trie, const union hep_addr *a, __u32 v6)
@@ -245,21 +256,29 @@ static __always_inline __u32 bench_cidr_trie(void *trie, const union hep_addr *a
 	return klass ? *klass : ~0U;
 }
 
-/* As hep_addr_class after the scope array: the host hash, then the trie. */
+/* As hep_addr_class: the scope's mode, then its strides (stride.bpf.h,
+ * the datapath's code) or the host hash and the trie. */
 static __always_inline __u32 bench_cidr_split(const union hep_addr *a, __u32 v6)
 {
-	__u32 *klass;
+	__u32 zero = 0, *klass;
+	const struct hep_scope *sc = bpf_map_lookup_elem(&bench_cidr_scope_v1, &zero);
 
+	if (!sc)
+		return ~0U;
 	if (!v6) {
-		struct hep_host4_key k = { .addr = a->v4 };
+		struct hep_host4_key k = { .plen = 32, .addr = a->v4 };
 
+		if (sc->mode == HEP_SCOPE_STRIDES)
+			return hep_stride4(&bench_cidr_host4_v1, sc, &k, a->v4);
 		klass = bpf_map_lookup_elem(&bench_cidr_host4_v1, &k);
 		if (klass)
 			return *klass;
 		return bench_cidr_trie(&bench_cidr_rest4_v1, a, 0);
 	} else {
-		struct hep_host6_key k = {};
+		struct hep_host6_key k = { .plen = 128 };
 
+		if (sc->mode == HEP_SCOPE_STRIDES)
+			return hep_stride6(&bench_cidr_host6_v1, sc, &k, a->v6);
 		__builtin_memcpy(k.addr, a->v6, 16);
 		klass = bpf_map_lookup_elem(&bench_cidr_host6_v1, &k);
 		if (klass)

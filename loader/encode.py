@@ -13,13 +13,13 @@ generation holds into new Content, so an update touches only what changed.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import struct
 import sys
 from array import array
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import repeat
 
 from hepbpf.compiler.alloc import gc_paused
 from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
@@ -100,7 +100,8 @@ def local_key(net) -> bytes:
 class Content:
     """One policy as a generation holds it. ``maps``: map name -> {key:
     value}, keys free of the generation: LPM and host keys with gen 0
-    (a full-length prefix goes to hep_host{4,6}_v1, not the trie), array keys
+    (scope_entries: a stride scope's expanded blocks and a trie scope's
+    full-length prefixes go to hep_host{4,6}_v2, not the trie), array keys
     the __u32 index within a generation (hep_slot_v1: chain *
     HEP_MAX_SLOTS + slot, as the stride is the object's). hep_port_v1 is
     kept as segments, one entry per table (key: the table number, value:
@@ -155,8 +156,8 @@ class Capacity:
                                  ("port tables", c.count(PORT), self.port_tables),
                                  ("IPv4 CIDRs", c.count(ADDR4), self.addr4),
                                  ("IPv6 CIDRs", c.count(ADDR6), self.addr6),
-                                 ("IPv4 /32s", c.count(HOST4), self.host4),
-                                 ("IPv6 /128s", c.count(HOST6), self.host6)):
+                                 ("IPv4 hash entries", c.count(HOST4), self.host4),
+                                 ("IPv6 hash entries", c.count(HOST6), self.host6)):
             if need > have:
                 return f"{need} {what} do not fit the loaded {have}"
         return None
@@ -213,38 +214,188 @@ def _class_ids(img: MapImage, like: Content | None) -> tuple[list[int], dict[byt
     return ids, {_u32(i): v for i, v in zip(ids, values)}
 
 
-def _addr_groups(img: MapImage, maps: dict, cid: list[bytes]) -> dict[tuple, list]:
-    """Fill the address maps of ``maps`` from img.addr. Returns, per (IP
-    network type, chain, side, prefix length), [entries, key head, address
-    bytes, count, map]. A full-length prefix goes to the host hash, every
-    other to the trie."""
-    groups: dict[tuple, list] = {}
+# --- address scopes: controlled prefix expansion ---------------------------
 
-    def group(gk: tuple) -> list:
-        kind, chain, side, plen = gk
-        v4 = kind is ipaddress.IPv4Network
-        full = plen == (32 if v4 else 128)
-        name = (HOST4 if v4 else HOST6) if full else (ADDR4 if v4 else ADDR6)
-        fields = {"chain": chain, "side": side}
-        if not full:
-            fields["prefixlen"] = lpm_prefixlen_of(plen)
-        _, _, addr = _keyed_layout(KEYED_MAPS[name])
-        return [{}, abi.pack(KEYED_MAPS[name], fields)[:addr], 4 if v4 else 16, 0, maps[name]]
+STRIDE_BUDGET = 8  # a scope may expand to 8 x its prefixes (or + STRIDE_CACHED)
+STRIDE_LOOKUPS = 8  # at most (HEP_STRIDE_MAX)
+# Past STRIDE_CACHED entries a scope's hash outgrows the CPU caches and each
+# lookup costs cache and TLB misses: 150-300 ns measured (bench/cidrset.py,
+# 100,000-CIDR sets), where a trie walk costs 700-1000 and the host hash +
+# trie of a /32-heavy set 350-550. There a stride scope must need at most
+# STRIDE_LOOKUPS_LARGE strides and STRIDE_LARGE x its prefixes, else it
+# keeps the trie (with those sets, 2 strides at 3x measured 20% slower).
+STRIDE_CACHED = 65536
+STRIDE_LOOKUPS_LARGE = 2
+STRIDE_LARGE = 2
 
+
+def stride_budget(n: int) -> int:
+    """The most hash entries a scope of ``n`` prefixes may expand to."""
+    return max(STRIDE_BUDGET * n, n + STRIDE_CACHED)
+
+
+def stride_plan(counts: dict[int, int], kmax: int = STRIDE_LOOKUPS) -> tuple[int, ...] | None:
+    """The stride lengths, longest first, for a scope holding ``counts[p]``
+    prefixes of length p > 0 (the /0 needs no stride: hep_scope.miss);
+    None if no plan of at most ``kmax`` strides fits stride_budget (or the
+    large-scope limits above): the scope keeps the trie.
+
+    A hash lookup costs a cache miss or two, so the plan is the fewest
+    strides that fit and, of those, the fewest entries. Strides are
+    lengths present (a stride between two could drop to the lower one and
+    expand less), always the longest. A dynamic program over the lengths
+    ascending: best[t][j], the fewest entries covering the lengths up to
+    L[j] with t + 1 strides, the top one L[j]: best[t][j] = min over i < j
+    of best[t-1][i] + cost(i+1, j), where cost(i, j) = sum of counts[L[k]]
+    << (L[j] - L[k]) for i <= k <= j (an upper bound: blocks that coincide
+    count once in the map)."""
+    lens = sorted(p for p in counts if p > 0)
+    m = len(lens)
+    if not m:
+        return ()
+    n = sum(counts.values())
+    limit = stride_budget(n)
+    inf = limit + 1
+    # cost[j][i] for the i near j (it only grows as i falls; stop past limit)
+    cost: list[dict[int, int]] = []
+    for j in range(m):
+        row, c = {}, 0
+        for i in range(j, -1, -1):
+            c += counts[lens[i]] << (lens[j] - lens[i])
+            if c > limit:
+                break
+            row[i] = c
+        cost.append(row)
+    best = [[cost[j].get(0, inf) for j in range(m)]]
+    back: list[list[int]] = [[-1] * m]
+
+    def fits(t: int) -> bool:
+        c = best[t][m - 1]
+        if c > limit:
+            return False
+        return c <= STRIDE_CACHED or (t < STRIDE_LOOKUPS_LARGE and c <= STRIDE_LARGE * n)
+
+    while not fits(len(best) - 1) and len(best) < min(kmax, m):
+        prev, cur, bk = best[-1], [inf] * m, [-1] * m
+        for j in range(len(best), m):
+            for i, c in cost[j].items():
+                if i and prev[i - 1] + c < cur[j]:
+                    cur[j], bk[j] = prev[i - 1] + c, i - 1
+        best.append(cur)
+        back.append(bk)
+    t = len(best) - 1
+    if not fits(t):
+        return None
+    out, j = [], m - 1
+    while j >= 0:
+        out.append(lens[j])
+        j = back[t][j]
+        t -= 1
+    return tuple(out)
+
+
+def expand_prefixes(by_len: dict[int, dict[int, bytes]], strides: tuple[int, ...],
+                    width: int) -> dict[int, dict[int, bytes]]:
+    """Controlled prefix expansion: ``by_len[p]`` maps the network address
+    (an int) of each /p to its value; returns, per stride S, the blocks of
+    length S (network address -> value). A /p, p > 0, goes to the least
+    stride S >= p, as its 2^(S-p) blocks; a block several prefixes expand
+    onto takes the longest one's value. The /0 is not expanded: it is the
+    answer when every stride misses.
+
+    Looking an address up at each stride, longest first, and taking the
+    first hit (else the /0, else nothing) gives exactly the longest-prefix
+    match. Let P (length p > 0) be the longest prefix holding address a, S
+    the least stride >= p and S' the stride below S (p > S', or S is the
+    lowest). The block B of length S holding a lies in P, so it is in the
+    map; the prefixes expanded onto B have lengths in (S', S] and hold a,
+    so none is longer than P, and B has P's value. No stride above S hits:
+    its blocks come from prefixes longer than S >= p, and one holding a
+    would beat P. If only the /0 (or nothing) holds a, no block does
+    (every block lies in a prefix of length > 0 holding it): all miss.
+    Deterministic: the same prefixes give the same blocks, so an update
+    changing k prefixes changes about k expansions."""
+    out: dict[int, dict[int, bytes]] = {}
+    lens = sorted(p for p in by_len if p > 0)
+    j = 0
+    for stride in sorted(strides):
+        blocks: dict[int, bytes] = {}
+        step = 1 << (width - stride)
+        while j < len(lens) and lens[j] <= stride:  # ascending: the longer overwrites
+            p = lens[j]
+            if p == stride:
+                blocks.update(by_len[p])
+            else:
+                n = 1 << (stride - p)
+                for addr, v in by_len[p].items():
+                    blocks.update(zip(range(addr, addr + n * step, step), repeat(v, n)))
+            j += 1
+        out[stride] = blocks
+    return out
+
+
+def host_keys(chain: int, side: int, plen: int, width: int, addrs) -> map:
+    """hep_host{4,6}_key bytes (gen 0) of ``addrs`` (ints) at length plen:
+    the key is chain, side, gen, plen and the address, all bytes in order,
+    so one big-endian int each."""
+    nb = width // 8
+    base = ((chain << 24) | (side << 16) | plen) << width
+    return map(int.to_bytes, map(base.__or__, addrs), repeat(4 + nb), repeat("big"))
+
+
+def scope_entries(by_len: dict[int, dict[int, bytes]], width: int, chain: int, side: int,
+                  host: dict[bytes, bytes], trie: dict[bytes, bytes]) -> bytes:
+    """One address scope: ``by_len[p]`` maps each /p's network address (an
+    int) to its value. Adds its hep_host and hep_addr entries (gen 0) to
+    ``host`` and ``trie``; returns its hep_scope value. A scope holding
+    only its /0 needs no lookup; one whose prefixes expand within budget is
+    a stride scope (every block in the host hash, nothing in the trie);
+    else a trie scope (full-length prefixes in the host hash, the others in
+    the trie), so no policy depends on being friendly to expansion."""
+    lookup = abi.const("HEP_SCOPE_LOOKUP")
+    if len(by_len) == 1 and 0 in by_len:
+        return abi.pack("struct hep_scope", {"klass": int.from_bytes(by_len[0][0], sys.byteorder)})
+    strides = stride_plan({p: len(g) for p, g in by_len.items()}, abi.const("HEP_STRIDE_MAX"))
+    if strides is not None:
+        for plen, blocks in expand_prefixes(by_len, strides, width).items():
+            host.update(zip(host_keys(chain, side, plen, width, blocks), blocks.values()))
+        miss = int.from_bytes(by_len[0][0], sys.byteorder) if 0 in by_len else lookup
+        return abi.pack("struct hep_scope", {"klass": lookup, "miss": miss, "mode": abi.const("HEP_SCOPE_STRIDES"),
+                                             "n": len(strides), "len": list(strides)})
+    ctype = KEYED_MAPS[ADDR4 if width == 32 else ADDR6]
+    _, _, at = _keyed_layout(ctype)
+    for plen, g in by_len.items():
+        if plen == width:
+            host.update(zip(host_keys(chain, side, plen, width, g), g.values()))
+            continue
+        head = abi.pack(ctype, {"chain": chain, "side": side, "prefixlen": lpm_prefixlen_of(plen)})[:at]
+        trie.update(zip(map(head.__add__, map(int.to_bytes, g, repeat(width // 8), repeat("big"))), g.values()))
+    return abi.pack("struct hep_scope", {"klass": lookup, "mode": abi.const("HEP_SCOPE_TRIE")})
+
+
+def _addr_scopes(img: MapImage, maps: dict, cid: list[bytes]) -> dict[tuple[int, int, int], bytes]:
+    """Fill the address maps of ``maps`` from img.addr; returns each scope's
+    (chain, side, family) hep_scope value (scope_entries)."""
+    scopes: dict[tuple, dict[int, dict[int, bytes]]] = {}
     # ipaddress's own fields, not its properties (prefixlen, int()): two
     # Python calls less per entry, a fifth of this loop at 200,000 entries.
-    get = groups.get
+    get = scopes.get
     for e in img.addr:
         net = e.net
-        gk = (net.__class__, e.chain, e.side, net._prefixlen)
-        g = get(gk)
+        sk = (net._max_prefixlen, e.chain, e.side)
+        by_len = get(sk)
+        if by_len is None:
+            by_len = scopes[sk] = {}
+        g = by_len.get(net._prefixlen)
         if g is None:
-            g = groups[gk] = group(gk)
-        g[0][g[1] + net.network_address._ip.to_bytes(g[2], "big")] = cid[e.klass]
-    for g in groups.values():
-        g[3] = len(g[0])
-        g[4].update(g[0])
-    return groups
+            g = by_len[net._prefixlen] = {}
+        g[net.network_address._ip] = cid[e.klass]
+    out = {}
+    for (width, chain, side), by_len in scopes.items():
+        v4 = width == 32
+        out[(chain, side, 4 if v4 else 6)] = scope_entries(by_len, width, chain, side, maps[HOST4 if v4 else HOST6],
+                                                           maps[ADDR4 if v4 else ADDR6])
+    return out
 
 
 @gc_paused  # hundreds of thousands of keys, no cycles (compiler/alloc.py)
@@ -258,23 +409,14 @@ def content(img: MapImage, like: Content | None = None) -> Content:
     maps: dict[str, dict[bytes, bytes]] = {k: {} for k in GEN_MAPS}
     ids, maps[CLASS] = _class_ids(img, like)
     cid = [_u32(i) for i in ids]
-    groups = _addr_groups(img, maps, cid)
-
-    # A scope holding only its /0 needs no lookup per packet.
-    count: dict[tuple[int, int, int], int] = {}
-    only: dict[tuple[int, int, int], bytes] = {}  # the /0's class
-    for (kind, chain, side, plen), g in groups.items():
-        sk = (chain, side, 4 if kind is ipaddress.IPv4Network else 6)
-        count[sk] = count.get(sk, 0) + g[3]
-        if plen == 0 and g[3] == 1:
-            only[sk] = g[0][g[1] + bytes(g[2])]
-    lookup = _u32(abi.const("HEP_SCOPE_LOOKUP"))
+    scopes = _addr_scopes(img, maps, cid)
+    # A scope without entries (no address map for it) is a trie scope, as
+    # the compiler gives every scope a /0; a miss is then counted.
+    empty = abi.pack("struct hep_scope", {"klass": abi.const("HEP_SCOPE_LOOKUP")})
     for chain in range(abi.const("HEP_CHAIN_MAX")):
         for side in range(sides):
             for fam in (4, 6):
-                sk = (chain, side, fam)
-                klass = only[sk] if count.get(sk) == 1 and sk in only else lookup
-                maps[SCOPE][_u32((chain * sides + side) * 2 + (fam == 6))] = klass
+                maps[SCOPE][_u32((chain * sides + side) * 2 + (fam == 6))] = scopes.get((chain, side, fam), empty)
 
     proto_values: dict[tuple[int, int], bytes] = {}  # most protocols share a few values
     for e in img.proto:

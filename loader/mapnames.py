@@ -2,10 +2,10 @@
 
 ADDR4 = "hep_addr4_v1"
 ADDR6 = "hep_addr6_v1"
-HOST4 = "hep_host4_v1"
-HOST6 = "hep_host6_v1"
+HOST4 = "hep_host4_v2"
+HOST6 = "hep_host6_v2"
 PROTO = "hep_proto_v1"
-SCOPE = "hep_scope_v1"
+SCOPE = "hep_scope_v2"
 PORT = "hep_port_v1"
 CLASS = "hep_class_v1"
 SLOT = "hep_slot_v1"

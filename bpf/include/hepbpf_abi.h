@@ -27,7 +27,8 @@ enum hep_limits {
 	HEP_PROTO_SPACE = 256,
 	HEP_SCOPE_BITS = 32,		/* exact-match bits before an LPM address */
 	HEP_NO_PORT_TABLE = 0xffffffff,	/* hep_proto_ent.port_base: no ports */
-	HEP_SCOPE_LOOKUP = 0xffffffff,	/* hep_scope_v1: look the address up */
+	HEP_SCOPE_LOOKUP = 0xffffffff,	/* hep_scope.klass: look the address up */
+	HEP_STRIDE_MAX = 8,		/* hep_scope.len: hash lookups per address, at most */
 	HEP_MAX_IPV6_EXT = 6,		/* extension headers walked before giving up */
 	HEP_GEN_MAX = 2,		/* policy generations held side by side */
 };
@@ -129,23 +130,44 @@ struct hep_lpm6_key {
 	__u8 addr[16];			/* network order */
 };
 
-/* Host keys (hep_host{4,6}_v1): a full-length prefix (/32, /128) of a
- * scope, matched exactly in a hash before the trie is asked. Its class is
- * what the trie would answer for that address (the longest prefix). */
+/* Host keys (hep_host{4,6}_v2): an address block of a scope, matched
+ * exactly in a hash. In a trie scope, the full-length prefixes (/32, /128),
+ * asked before the trie; in a stride scope, every prefix expanded to the
+ * scope's stride lengths (struct hep_scope; loader/encode.py). Either way
+ * the class is what the trie would answer for the block's addresses. */
 struct hep_host4_key {
 	__u8 chain;			/* enum hep_chain */
 	__u8 side;			/* enum hep_side */
 	__u8 gen;			/* 0 .. HEP_GEN_MAX - 1 */
-	__u8 pad;			/* zero */
-	__be32 addr;
+	__u8 plen;			/* the block's prefix length (a stride) */
+	__be32 addr;			/* masked to plen */
 };
 
 struct hep_host6_key {
 	__u8 chain;
 	__u8 side;
 	__u8 gen;
-	__u8 pad;
-	__u8 addr[16];			/* network order */
+	__u8 plen;
+	__u8 addr[16];			/* network order, masked to plen */
+};
+
+/* How hep_scope.mode finds an address's class. */
+enum hep_scope_mode {
+	HEP_SCOPE_TRIE = 0,		/* full length in the host hash, else the trie */
+	HEP_SCOPE_STRIDES = 1,		/* host hash at each of len[0..n), first hit, else miss */
+};
+
+/* hep_scope_v2 value: how one (gen, chain, side, family) scope maps an
+ * address to a class. klass != HEP_SCOPE_LOOKUP: that class, no lookup
+ * (the scope holds only its /0). Else by mode; in a stride scope, miss is
+ * the class when no stride hits (the /0's: it needs no lookup). */
+struct hep_scope {
+	__u32 klass;
+	__u32 miss;			/* HEP_SCOPE_STRIDES: the /0's class, or ~0 */
+	__u8 mode;			/* enum hep_scope_mode */
+	__u8 n;				/* strides in len[], <= HEP_STRIDE_MAX */
+	__u8 pad[2];
+	__u8 len[HEP_STRIDE_MAX];	/* prefix lengths, longest first, > 0 */
 };
 
 /* hep_proto_v1 value, indexed by ((gen * HEP_CHAIN_MAX + chain) *
@@ -390,6 +412,7 @@ _Static_assert(sizeof(struct hep_lpm4_key) == 12, "hep_lpm4_key layout");
 _Static_assert(sizeof(struct hep_lpm6_key) == 24, "hep_lpm6_key layout");
 _Static_assert(sizeof(struct hep_host4_key) == 8, "hep_host4_key layout");
 _Static_assert(sizeof(struct hep_host6_key) == 20, "hep_host6_key layout");
+_Static_assert(sizeof(struct hep_scope) == 20, "hep_scope layout");
 _Static_assert(sizeof(struct hep_slot) == 16, "hep_slot layout");
 _Static_assert(sizeof(struct hep_class) == 8, "hep_class header");
 _Static_assert(sizeof(struct hep_flow) == 88, "hep_flow layout");

@@ -58,7 +58,7 @@ struct {
 	.values = { [0] = &hep_gen_v1 },
 };
 
-/* hep_addr4_v1: IPv4 address classes.
+/* hep_addr4_v1: IPv4 address classes of trie scopes (struct hep_scope).
  * key:   struct hep_lpm4_key {chain, side, gen} exact, address by prefix
  * value: __u32 class id (of the key's generation) into hep_class_v1
  * size:  loader: both generations' capacity of distinct CIDRs per scope,
@@ -81,13 +81,18 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } hep_addr6_v1 SEC(".maps");
 
-/* hep_host4_v1: the full-length (/32) entries of hep_addr4_v1's scopes,
- * which the trie does not hold: hep_addr_class() asks this hash first.
- * key:   struct hep_host4_key {chain, side, gen, addr}, exact
- * value: __u32 class id, as the trie's (the longest prefix wins, and a /32
- *        is the longest)
+/* hep_host4_v2: exact-match address blocks. In a trie scope (struct
+ * hep_scope) the full-length (/32) entries, which hep_addr4_v1 does not
+ * hold, asked before the trie; in a stride scope every entry of the scope,
+ * expanded to its stride lengths (controlled prefix expansion,
+ * loader/encode.py expand_prefixes), which replace the trie walk.
+ * key:   struct hep_host4_key {chain, side, gen, plen, addr & mask(plen)}
+ * value: __u32 class id: the trie's answer for every address of the block
  * writer: loader (per generation, like the trie); reader: datapath
- * size:  loader: both generations' capacity of /32s, with room.
+ * size:  loader: both generations' entries (expanded), with room; the
+ *        encoder keeps a scope's expansion under max(8 x its entries,
+ *        entries + 65536), and a large one (past 65536) under 2 x and two
+ *        strides, else the scope stays a trie scope (stride_plan).
  *        Preallocated: a hash hit costs a fraction of a trie walk (the
  *        product asks at most half for 100,000 CIDRs), and inserting into
  *        a preallocated hash allocates nothing. */
@@ -96,31 +101,33 @@ struct {
 	__type(key, struct hep_host4_key);
 	__type(value, __u32);
 	__uint(max_entries, 1);
-} hep_host4_v1 SEC(".maps");
+} hep_host4_v2 SEC(".maps");
 
-/* hep_host6_v1: as hep_host4_v1 for /128s of hep_addr6_v1's scopes. */
+/* hep_host6_v2: as hep_host4_v2 for IPv6 (full length: /128). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct hep_host6_key);
 	__type(value, __u32);
 	__uint(max_entries, 1);
-} hep_host6_v1 SEC(".maps");
+} hep_host6_v2 SEC(".maps");
 
-/* hep_scope_v1: an address scope's class when it needs no lookup.
+/* hep_scope_v2: how an address scope finds a class.
  * key:   ((gen * HEP_CHAIN_MAX + chain) * HEP_SIDE_MAX + side) * 2 +
  *        (family == 6)
- * value: __u32 class id when the scope holds only its /0 (no rule of the
- *        chain looks at that address: the usual case for the host's own
- *        side), else HEP_SCOPE_LOOKUP
+ * value: struct hep_scope: the class when the scope holds only its /0 (no
+ *        rule of the chain looks at that address: the usual case for the
+ *        host's own side), else the mode (trie, or the stride lengths to
+ *        look up in hep_host{4,6}_v2). Per generation, so the strides
+ *        switch with the policy.
  * writer: loader (per generation, like the LPM entries); reader: datapath.
  * size:  fixed. An array read is inlined (~1 ns); a trie lookup, even of
  * one entry, costs tens of ns per packet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct hep_scope);
 	__uint(max_entries, HEP_GEN_MAX * HEP_CHAIN_MAX * HEP_SIDE_MAX * 2);
-} hep_scope_v1 SEC(".maps");
+} hep_scope_v2 SEC(".maps");
 
 /* hep_proto_v1: protocol classes, or where a protocol's port table starts.
  * key:   ((gen * HEP_CHAIN_MAX + chain) * HEP_SIDE_MAX + side) *

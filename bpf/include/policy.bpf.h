@@ -6,7 +6,8 @@
  * and a final no-profile deny that matches everything). Each packet field
  * maps to a class whose bit vector says which slots admit it:
  *
- *   source address   -> hep_host{4,6}_v1 (hash), else
+ *   source address   -> hep_scope_v2, then hep_host{4,6}_v2 (hash)
+ *                       at a few strides, or at full length and then
  *                       hep_addr{4,6}_v1 (LPM)  -> class A
  *   dest address     -> the same                 -> class B
  *   protocol + dport -> hep_proto_v1, hep_port_v1 -> class C
@@ -41,6 +42,7 @@
 #include "maps.h"
 #include "config.bpf.h"
 #include "ct.bpf.h"
+#include "stride.bpf.h"
 
 /* The generation this packet is judged by, or HEP_GEN_MAX if the switch
  * is missing (a bug: the packet is denied as an internal miss). */
@@ -68,27 +70,32 @@ static __always_inline __u32 hep_slot_key(__u32 gen, __u32 chain, __u32 slot)
 }
 
 /* verifier: global (noinline), so it is verified once and callers see
- * one unknown class: inlined, its outcomes (scope, host, trie, miss) per
- * side multiplied the paths through the rest of the program (+70,000
- * verified instructions at 10,000 rules).
+ * one unknown class: inlined, its outcomes (scope, host, trie, strides,
+ * miss) per side multiplied the paths through the rest of the program
+ * (+70,000 verified instructions at 10,000 rules).
  *
- * Order: the scope's own class if it needs no lookup, then the exact
- * address in the host hash (most CIDRs of a large policy are /32s and
- * /128s, and a hash hit costs a fraction of a trie walk), then the trie,
- * which holds every shorter prefix. */
+ * Order: the scope's own class if it needs no lookup; in a stride scope a
+ * few exact-match lookups of the expanded prefixes (stride.bpf.h); in a
+ * trie scope (expansion would be too large) the exact address in the host
+ * hash (most CIDRs of a large policy are /32s and /128s, and a hash hit
+ * costs a fraction of a trie walk), then the trie, which holds every
+ * shorter prefix. */
 __noinline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 side, __u32 gen)
 {
+	const struct hep_scope *sc;
 	__u32 key, *klass;
 
 	if (!f)
 		return ~0U;
 	key = ((gen * HEP_CHAIN_MAX + chain) * HEP_SIDE_MAX + side) * 2 + (f->family == HEP_FAMILY_V6);
-	klass = bpf_map_lookup_elem(&hep_scope_v1, &key);
-	if (klass && *klass != HEP_SCOPE_LOOKUP)
-		return hep_class_key(*klass, gen);
+	sc = bpf_map_lookup_elem(&hep_scope_v2, &key);
+	if (!sc)
+		return ~0U;
+	if (sc->klass != HEP_SCOPE_LOOKUP)
+		return hep_class_key(sc->klass, gen);
 	if (f->family == HEP_FAMILY_V4) {
 		__be32 addr = side == HEP_SIDE_SRC ? f->saddr.v4 : f->daddr.v4;
-		struct hep_host4_key h = { .chain = chain, .side = side, .gen = gen, .addr = addr };
+		struct hep_host4_key h = { .chain = chain, .side = side, .gen = gen, .plen = 32, .addr = addr };
 		struct hep_lpm4_key k = {
 			.prefixlen = HEP_SCOPE_BITS + 32,
 			.chain = chain,
@@ -97,11 +104,13 @@ __noinline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 sid
 			.addr = addr,
 		};
 
-		klass = bpf_map_lookup_elem(&hep_host4_v1, &h);
+		if (sc->mode == HEP_SCOPE_STRIDES)
+			return hep_class_key(hep_stride4(&hep_host4_v2, sc, &h, addr), gen);
+		klass = bpf_map_lookup_elem(&hep_host4_v2, &h);
 		if (!klass)
 			klass = bpf_map_lookup_elem(&hep_addr4_v1, &k);
 	} else {
-		struct hep_host6_key h = { .chain = chain, .side = side, .gen = gen };
+		struct hep_host6_key h = { .chain = chain, .side = side, .gen = gen, .plen = 128 };
 		struct hep_lpm6_key k = {
 			.prefixlen = HEP_SCOPE_BITS + 128,
 			.chain = chain,
@@ -109,12 +118,13 @@ __noinline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 sid
 			.gen = gen,
 		};
 
-		__builtin_memcpy(h.addr, side == HEP_SIDE_SRC ? f->saddr.v6 : f->daddr.v6, 16);
-		klass = bpf_map_lookup_elem(&hep_host6_v1, &h);
-		if (!klass) {
-			__builtin_memcpy(k.addr, h.addr, 16);
+		__builtin_memcpy(k.addr, side == HEP_SIDE_SRC ? f->saddr.v6 : f->daddr.v6, 16);
+		if (sc->mode == HEP_SCOPE_STRIDES)
+			return hep_class_key(hep_stride6(&hep_host6_v2, sc, &h, k.addr), gen);
+		__builtin_memcpy(h.addr, k.addr, 16);
+		klass = bpf_map_lookup_elem(&hep_host6_v2, &h);
+		if (!klass)
 			klass = bpf_map_lookup_elem(&hep_addr6_v1, &k);
-		}
 	}
 	return hep_class_key(klass ? *klass : ~0U, gen);
 }

@@ -15,8 +15,8 @@ import pytest
 from hepbpf.compiler.reasons import REASONS
 from hepbpf.loader import abi
 
-ABI_STRUCTS = ["hep_lpm4_key", "hep_lpm6_key", "hep_proto_ent", "hep_class", "hep_slot", "hep_stats",
-               "hep_flow", "hep_verdict", "hep_config"]
+ABI_STRUCTS = ["hep_lpm4_key", "hep_lpm6_key", "hep_host4_key", "hep_host6_key", "hep_scope", "hep_proto_ent",
+               "hep_class", "hep_slot", "hep_stats", "hep_flow", "hep_verdict", "hep_config"]
 OBJECTS = ["abi_anchor.bpf.o", "hep.bpf.o"]
 
 
