@@ -209,7 +209,8 @@ def report(r: Result) -> list[str]:
         for pr in p.get("problems", []):
             # The last lines of the traceback hold the reason (for a
             # rejected program: the verifier's last words).
-            out.append(f"    {pr['kind'].upper()} {pr['test']}: {pr['message'].splitlines()[0] if pr['message'] else ''}")
+            first = pr["message"].splitlines()[0] if pr["message"] else ""
+            out.append(f"    {pr['kind'].upper()} {pr['test']}: {first}")
             out += ["      " + x for x in pr["detail"].rstrip().splitlines()[-4:]]
     if r.failure:
         out.append(f"  run      {r.failure}")
