@@ -449,8 +449,9 @@ def _sender_main(iface: str) -> int:
     # Ctrl-C is the parent's to handle: it stops us by closing our stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     obj = _bench_object()
-    # .rodata: bench_out_ifindex at 0, bench_nsrc at 4 (0: send data_in as it is).
-    obj.set_rodata(struct.pack("=II", socket.if_nametoindex(iface), 0))
+    # .rodata: bench_out_ifindex at 0, bench_nsrc at 4 (0: send data_in as it
+    # is); the headers' constant tables follow and are kept as compiled.
+    obj.set_rodata(struct.pack("=II", socket.if_nametoindex(iface), 0) + obj.rodata[8:])
     obj.load()
     prog = obj.program("bench_xdp_send")
     lines, frame = _Lines(), b""
