@@ -171,6 +171,19 @@ static __always_inline int hep_parse_l4(struct hep_cursor *c, struct hep_flow *f
 	return HEP_REASON_NONE;
 }
 
+/* A 16-bit network-order field, with bounds the verifier can see: before
+ * 6.3 a byte swap leaves its result unbounded, and the pointer add that
+ * follows is refused ("math between pkt pointer and register with
+ * unbounded min value"). The mask is in asm so clang cannot drop it as
+ * redundant. */
+static __always_inline __u32 hep_be16(__be16 v)
+{
+	__u32 x = bpf_ntohs(v);
+
+	asm volatile("%[x] &= 0xffff" : [x] "+r"(x));
+	return x;
+}
+
 static __always_inline int hep_parse_ipv4(struct hep_cursor *c, struct hep_flow *f)
 {
 	struct iphdr *ip = c->pos;
@@ -181,7 +194,7 @@ static __always_inline int hep_parse_ipv4(struct hep_cursor *c, struct hep_flow 
 	if (ip->version != 4 || ip->ihl < 5)
 		return HEP_REASON_MALFORMED;
 	hlen = ip->ihl * 4;
-	tot = bpf_ntohs(ip->tot_len);
+	tot = hep_be16(ip->tot_len);
 	if (tot < hlen || tot > c->l3_room)
 		return HEP_REASON_MALFORMED;
 	c->limit = c->pos + tot;	/* L4 must lie within tot_len */
@@ -215,7 +228,7 @@ static __always_inline int hep_parse_ipv6(struct hep_cursor *c, struct hep_flow 
 
 	if (!ip6 || ip6->version != 6)
 		return HEP_REASON_MALFORMED;
-	plen = bpf_ntohs(ip6->payload_len);
+	plen = hep_be16(ip6->payload_len);
 	if (sizeof(*ip6) + plen > c->l3_room)
 		return HEP_REASON_MALFORMED;
 	c->limit = c->pos + plen;
