@@ -62,7 +62,7 @@ static __always_inline void hep_ev_emit(void *ctx, int is_xdp, __u8 kind, __u32 
 	struct hep_event *e;
 	/* verifier: 64-bit, so the bounds checked are on the register
 	 * passed (a __u32 gets checked through a zero-extended copy). */
-	__u64 cap = wire_len < HEP_EV_CAP ? wire_len : HEP_EV_CAP;
+	__u64 cap = wire_len < HEP_EV_CAP ? wire_len : HEP_EV_CAP, n;
 
 	if (!hep_ev_admit()) {
 		hep_evstat(v->chain, HEP_EVSTAT_SUPPRESSED, 1, 0);
@@ -93,9 +93,14 @@ static __always_inline void hep_ev_emit(void *ctx, int is_xdp, __u8 kind, __u32 
 	e->pad2 = 0;
 	__builtin_memcpy(&e->saddr, &f->saddr, sizeof(e->saddr));
 	__builtin_memcpy(&e->daddr, &f->daddr, sizeof(e->daddr));
-	asm volatile("" : "+r"(cap));	/* keep the check below in the program */
-	if (cap < 1 || cap > HEP_EV_CAP ||
-	    (is_xdp ? bpf_xdp_load_bytes(ctx, 0, e->hdr, cap) : bpf_skb_load_bytes(ctx, 0, e->hdr, cap)))
+	/* 1 <= cap <= HEP_EV_CAP as one unsigned compare of cap - 1, and the
+	 * size passed computed from the value checked: Linux 6.1's verifier
+	 * learns no lower bound from "cap != 0" and refuses a size that may be
+	 * 0. The asm keeps clang from folding n + 1 back into cap. */
+	n = cap - 1;
+	asm volatile("" : "+r"(n));
+	if (n >= HEP_EV_CAP ||
+	    (is_xdp ? bpf_xdp_load_bytes(ctx, 0, e->hdr, n + 1) : bpf_skb_load_bytes(ctx, 0, e->hdr, n + 1)))
 		cap = 0;
 	e->cap_len = cap;
 	bpf_ringbuf_submit(e, 0);
