@@ -308,6 +308,13 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args) -> int:
+    from hepbpf.doctor import run_doctor
+
+    _need_root()
+    return run_doctor(args)
+
+
 def cmd_top(args) -> int:
     from hepbpf.top import run_top
 
@@ -392,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("iface", nargs="?")
     s.add_argument("-o", "--output", choices=("text", "json"), default="text")
     s.set_defaults(func=cmd_status)
+
+    dr = sub.add_parser("doctor", help="what this kernel offers: the paths hepbpf will take, and whether "
+                        "its object loads here")
+    dr.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    dr.set_defaults(func=cmd_doctor)
 
     t = sub.add_parser("top", help="live per-rule counters and rates")
     t.add_argument("iface", nargs="?", help="only this interface (default: every attached one)")
