@@ -228,7 +228,10 @@ def test_audit_mode_passes_denied_traffic_and_reports_it(clean, tmp_path):
     assert _rule(st, "new-lockdown", 0)["packets"] == 3
     total = st["would_drop"]["ingress"]["packets"] + st["would_drop"]["egress"]["packets"]
     text = hepbpf(lab, "status", "eth1").stdout
-    assert f"AUDIT (enforcing nothing that drops; would have dropped {total} packets)" in text
+    # The node's own egress (no policy there) can add a would-drop between
+    # the two reads: at least the total read above.
+    m = re.search(r"AUDIT \(enforcing nothing that drops; would have dropped (\d+) packets\)", text)
+    assert m and int(m.group(1)) >= total, text
 
 
 def test_audited_policy_reports_and_the_rest_still_enforces(clean, tmp_path):
