@@ -32,7 +32,7 @@ import struct
 import sys
 
 from hepbpf.loader import abi
-from hepbpf.loader.encode import scope_entries
+from hepbpf.loader.encode import lpm_prefixlen_of, scope_entries
 from hepbpf.loader.libbpf import BpfObject
 
 from . import micro
@@ -44,7 +44,6 @@ LOOKUPS = 64  # BENCH_CIDR_LOOKUPS
 KEYS = 65536  # BENCH_CIDR_KEYS
 CHECK_RUNS = 32
 SEED = 100_000
-SCOPE_BITS = 32  # HEP_SCOPE_BITS
 _RUN = struct.Struct(f"=II{LOOKUPS}I")  # struct bench_cidr_run
 
 
@@ -83,10 +82,15 @@ class Reference:
 
     def __call__(self, addr: int) -> int:
         for plen in self.lens:
-            hit = self.by_len[plen].get(addr & ~((1 << (self.width - plen)) - 1) & ((1 << self.width) - 1))
+            hit = self.by_len[plen].get(addr & ~((1 << (self.width - plen)) - 1))
             if hit is not None:
                 return hit
         return 0xFFFFFFFF
+
+
+def _frame() -> bytes:
+    """Any frame: the programs read their keys from a map, not from it."""
+    return micro.frame(rule_set(1, 4).probes("none")[0], 4)
 
 
 def _addr_bytes(addr: int, family: int) -> bytes:
@@ -106,7 +110,7 @@ def _load(family: int, nets, keys: list[int]) -> BpfObject:
     rest: dict[bytes, bytes] = {}
     scope = scope_entries(by_len, width, 0, 0, host, rest)
     # struct hep_lpm{4,6}_key: prefixlen, chain 0, side 0, gen 0, pad; address
-    lpm = {struct.pack("=I4x", SCOPE_BITS + n.prefixlen) + _addr_bytes(int(n.network_address), family):
+    lpm = {struct.pack("=I4x", lpm_prefixlen_of(n.prefixlen)) + _addr_bytes(int(n.network_address), family):
            i.to_bytes(4, sys.byteorder) for i, n in enumerate(nets)}
     obj = BpfObject.open(str(abi.bpf_dir() / "bench.bpf.o"))
     try:
@@ -149,11 +153,11 @@ def check(obj, prog: str, keys: list[int], ref: Reference, family: int, runs: in
     """The program's answers for the first runs * LOOKUPS keys equal the
     reference's; raises AssertionError otherwise."""
     want = [ref(k) for k in keys[:runs * LOOKUPS]]
-    p = obj.program(prog)
+    p, frame = obj.program(prog), _frame()
     for r in range(runs):
         # every CPU's position, each run: the run may land on another CPU
         _run_state(obj, r * LOOKUPS, family == 6)
-        p.test_run(micro.frame(rule_set(1, 4).probes("none")[0], 4), repeat=1)
+        p.test_run(frame, repeat=1)
         got = want[r * LOOKUPS:(r + 1) * LOOKUPS]
         if got not in _found(obj):
             raise AssertionError(f"{prog}, IPv{family}: lookups {r * LOOKUPS}.. differ from the reference")
@@ -162,7 +166,7 @@ def check(obj, prog: str, keys: list[int], ref: Reference, family: int, runs: in
 def measure_cidrset(families=(4, 6), mixes=("members", "uniform"), n: int = N_CIDRS) -> list[dict]:
     """ns per lookup (run time minus the keys-only run, over LOOKUPS) for
     the plain trie and hepbpf's split, per family and key mix."""
-    frame = micro.frame(rule_set(1, 4).probes("none")[0], 4)
+    frame = _frame()
     rows = []
     for fam in families:
         nets = cidr_set(fam, n)
