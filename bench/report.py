@@ -160,7 +160,7 @@ def verdicts(data: dict) -> list[Verdict]:
     phases = ", ".join(f"{k} {secs[k]:.2f}" for k in ("parse", "lower", "encode", "load", "fill") if k in secs)
     mem = f"; peak RSS {scale['peak_rss_bytes'] / 2**20:.0f} MiB" if scale.get("peak_rss_bytes") else ""
     out.append(_at_most("compile + load + fill 10k rules + 100k CIDRs (to enforcing)",
-                        secs.get("enforcing", secs.get("total")), 2, unit=" s", detail=phases + mem))
+                        secs.get("total"), 2, unit=" s", detail=phases + mem))
     return out
 
 
