@@ -128,10 +128,10 @@ def rule_set(n: int, family: int = 4, seed: int = 1) -> RuleSet:
 NODE, IFACE = "bench-node", "hb-bench0"
 
 
-def hepbpf_yaml(rs: RuleSet, iface: str = IFACE, node: str = NODE) -> str:
-    """The rule set as one Calico GlobalNetworkPolicy on a HostEndpoint."""
-    dst = _ENDPOINTS[rs.family][3]
-    out = [f"""apiVersion: projectcalico.org/v3
+def host_endpoint_yaml(address: str, iface: str = IFACE, node: str = NODE) -> str:
+    """The benchmarks' HostEndpoint (label role: bench), one document
+    ending in ``---``."""
+    return f"""apiVersion: projectcalico.org/v3
 kind: HostEndpoint
 metadata:
   name: {node}-{iface}
@@ -139,9 +139,14 @@ metadata:
 spec:
   node: {node}
   interfaceName: "{iface}"
-  expectedIPs: ["{dst}"]
+  expectedIPs: ["{address}"]
 ---
-apiVersion: projectcalico.org/v3
+"""
+
+
+def hepbpf_yaml(rs: RuleSet, iface: str = IFACE, node: str = NODE) -> str:
+    """The rule set as one Calico GlobalNetworkPolicy on a HostEndpoint."""
+    out = [host_endpoint_yaml(_ENDPOINTS[rs.family][3], iface, node) + f"""apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata:
   name: bench-{rs.n}

@@ -15,23 +15,13 @@ import time
 from hepbpf.compiler import compile_policy
 from hepbpf.loader.datapath import load_image
 
-from .rules import IFACE, NODE
+from .rules import IFACE, NODE, host_endpoint_yaml
 
 N_CIDRS = 100_000
 K_CHANGED = (1, 100, 10_000)
 N_RULES = 10_000
 
-_HEP = f"""apiVersion: projectcalico.org/v3
-kind: HostEndpoint
-metadata:
-  name: {NODE}-{IFACE}
-  labels: {{role: bench}}
-spec:
-  node: {NODE}
-  interfaceName: "{IFACE}"
-  expectedIPs: ["192.0.2.1"]
----
-"""
+_HEP = host_endpoint_yaml("192.0.2.1")
 
 
 def _net(i: int) -> str:
