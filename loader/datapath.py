@@ -35,7 +35,7 @@ from .encode import (CT_DEFAULT_SIZE, Capacity, Changes, Content, EncodedImage, 
                      content, encode, local_key)
 from .frames import frame
 from .libbpf import BPF_F_MMAPABLE, BpfObject, Map
-from .mapnames import (CLASS, CT, CTSEEN, EVENTS, GEN, LOCAL4, LOCAL6, NOTES, PORT, RULE_STATS, SYNC, TC_PROGRAM,
+from .mapnames import (CLASS, CT, CTSEEN, DIR, EVENTS, GEN, LOCAL4, LOCAL6, NOTES, PORT, RULE_STATS, SYNC, TC_PROGRAM,
                        TRACE, UPDATE_MAPS, XDP_OBJECT, XDP_PROGRAM)
 from .percpu import per_cpu
 
@@ -120,11 +120,13 @@ class Generations:
             deleted = sum(m.delete(k) for k in ch.deletes.get(name, ()))
             if name == PORT:
                 return self._write_ports(ch.port), deleted
+            if name == DIR:
+                return self._write_dir(ch.dir), deleted
             keys, values = ch.writes.get(name, (b"", b""))
             m.update_batch(keys, values)
             return len(keys) // m.key_size, deleted
 
-        names = sorted(set(ch.writes) | set(ch.deletes) | ({PORT} if ch.port else set()),
+        names = sorted(set(ch.writes) | set(ch.deletes) | ({PORT} if ch.port else set()) | ({DIR} if ch.dir else set()),
                        key=lambda n: -len(ch.writes.get(n, (b"",))[0]))
         # The maps are independent and the kernel works with the GIL
         # released: on two CPUs, the large ones fill side by side (a first
@@ -158,6 +160,17 @@ class Generations:
                 values.extend(array("I", (klass,)) * n)
             m.update_batch(keys.tobytes(), values.tobytes())
         return sum(n for _, n, _ in runs)
+
+    def _write_dir(self, runs: list[tuple[int, bytes]]) -> int:
+        """hep_dir_v1 runs (first entry, entries): a DIR scope's blocks are
+        a memory copy into the map (its elements are cache lines of
+        entries, back to back)."""
+        if not runs:
+            return 0
+        with self.maps[DIR].mmap() as mm:
+            for first, blob in runs:
+                mm[4 * first:4 * first + len(blob)] = blob
+        return sum(len(b) // 4 for _, b in runs)
 
     def switch(self, gen: int) -> float:
         """Make packets read generation ``gen``; return once none reads the

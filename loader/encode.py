@@ -17,18 +17,20 @@ import json
 import struct
 import sys
 from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
-from itertools import repeat
+from itertools import islice, repeat
+from operator import xor
 
 from hepbpf.compiler.alloc import gc_paused
 from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
 
 from . import abi
-from .mapnames import (ADDR4, ADDR6, CLASS, CT, EVENTS, HOST4, HOST6, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS, SCOPE,
-                       SLOT)
+from .mapnames import (ADDR4, ADDR6, CLASS, CT, DIR, EVENTS, HOST4, HOST6, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS,
+                       SCOPE, SLOT)
 
-GEN_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, PROTO, PORT, CLASS, SLOT)  # what a generation holds
+GEN_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, PROTO, PORT, CLASS, SLOT, DIR)  # what a generation holds
 # Maps whose keys carry the generation in a byte (the others: in the index),
 # and whose stale entries must go (they would match).
 KEYED_MAPS = {ADDR4: "struct hep_lpm4_key", ADDR6: "struct hep_lpm6_key",
@@ -105,7 +107,9 @@ class Content:
     the __u32 index within a generation (hep_slot_v1: chain *
     HEP_MAX_SLOTS + slot, as the stride is the object's). hep_port_v1 is
     kept as segments, one entry per table (key: the table number, value:
-    __u32 triples lo, hi, class), and hep_class_v1 values as ``nwords``
+    __u32 triples lo, hi, class), hep_dir_v1 as one entry per DIR scope
+    (key: its root, the entry index where it starts in a generation;
+    value: its entries, __u32 each), and hep_class_v1 values as ``nwords``
     words, padded to the object's when written."""
 
     nwords: int
@@ -113,6 +117,11 @@ class Content:
 
     def count(self, name: str) -> int:
         return len(self.maps[name])
+
+    def dir_entries(self) -> int:
+        """hep_dir_v1 entries a generation of this content spans."""
+        return max((int.from_bytes(k, sys.byteorder) + len(v) // 4 for k, v in self.maps.get(DIR, {}).items()),
+                   default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +137,7 @@ class Capacity:
     addr6: int
     host4: int = 0  # 0: a record from before the host hashes
     host6: int = 0
+    dir: int = 0  # hep_dir_v1 entries per generation (0: a record from before DIR scopes)
 
     @property
     def slot_stride(self) -> int:
@@ -136,6 +146,11 @@ class Capacity:
     @property
     def port_stride(self) -> int:
         return self.port_tables * abi.const("HEP_PORT_SPACE")
+
+    @property
+    def dir_stride(self) -> int:
+        line = abi.const("HEP_DIR_LINE")
+        return -(-self.dir // line) * line
 
     @classmethod
     def with_room(cls, c: Content) -> Capacity:
@@ -147,7 +162,8 @@ class Capacity:
         return cls(nwords=min(abi.const("HEP_MAX_WORDS"), c.nwords + max(1, c.nwords // 16)),
                    classes=room(c.count(CLASS), 16), port_tables=room(c.count(PORT), 1),
                    addr4=room(c.count(ADDR4), 64), addr6=room(c.count(ADDR6), 64),
-                   host4=room(c.count(HOST4), 64), host6=room(c.count(HOST6), 64))
+                   host4=room(c.count(HOST4), 64), host6=room(c.count(HOST6), 64),
+                   dir=room(c.dir_entries(), 1024))
 
     def problem(self, c: Content) -> str | None:
         """Why ``c`` does not fit, or None."""
@@ -157,7 +173,8 @@ class Capacity:
                                  ("IPv4 CIDRs", c.count(ADDR4), self.addr4),
                                  ("IPv6 CIDRs", c.count(ADDR6), self.addr6),
                                  ("IPv4 hash entries", c.count(HOST4), self.host4),
-                                 ("IPv6 hash entries", c.count(HOST6), self.host6)):
+                                 ("IPv6 hash entries", c.count(HOST6), self.host6),
+                                 ("address array entries", c.dir_entries(), self.dir)):
             if need > have:
                 return f"{need} {what} do not fit the loaded {have}"
         return None
@@ -166,6 +183,7 @@ class Capacity:
         gens, chains = abi.const("HEP_GEN_MAX"), abi.const("HEP_CHAIN_MAX")
         return {ADDR4: gens * self.addr4, ADDR6: gens * self.addr6, HOST4: gens * self.host4,
                 HOST6: gens * self.host6, PORT: gens * self.port_stride,
+                DIR: gens * self.dir_stride // abi.const("HEP_DIR_LINE"),
                 CLASS: gens * self.classes, SLOT: gens * chains * self.slot_stride,
                 RULE_STATS: gens * chains * self.slot_stride}
 
@@ -334,6 +352,151 @@ def expand_prefixes(by_len: dict[int, dict[int, bytes]], strides: tuple[int, ...
     return out
 
 
+# --- address scopes: DIR, a multibit trie of arrays --------------------------
+
+DIR_BUDGET = 64  # entries per prefix a DIR scope may take ...
+DIR_FLOOR = 1 << 18  # ... or this many (1 MiB), for small scopes
+
+
+def dir_budget(n: int) -> int:
+    """The most hep_dir_v1 entries a scope of ``n`` prefixes may take."""
+    return max(DIR_FLOOR, DIR_BUDGET * n)
+
+
+def dir_plan(by_len: dict[int, dict[int, bytes]], width: int,
+             kmax: int = 8) -> tuple[int, tuple[int, ...]] | None:
+    """(skip, bits per level) of a DIR scope holding ``by_len[p]``, the
+    network addresses (ints) of its /p; None if no plan of at most ``kmax``
+    levels fits dir_budget (the scope is then a stride or trie scope).
+
+    skip: the bits every prefix but the /0 shares, at most the shortest
+    length (a shorter prefix would cover addresses outside them) and one
+    less than the longest (a level is left to walk). Levels end at
+    boundaries skip = b0 < b1 < ... < bk = the longest length; each indexes
+    1..HEP_DIR_BITS_MAX bits and never spans two 32-bit words of the
+    address (hep_dir6 reads one word per level). A block starts at b for
+    each distinct b-bit prefix of the prefixes longer than b: at most the
+    distinct b-bit prefixes of all of them, and at most their number (an
+    upper bound: the plan never underestimates); it holds 2^(next boundary
+    - b) entries. Fewest levels first (each is a dependent memory read),
+    then fewest entries: a dynamic program over the boundaries, one level
+    at a time."""
+    lens = sorted(p for p in by_len if p > 0)
+    top = lens[-1]
+    addrs = sorted(a for p in lens for a in by_len[p])
+    # In sorted order, the first and last share what all share; and the
+    # distinct b-bit prefixes are 1 + the neighbours differing before bit b.
+    skip = min(width - (addrs[0] ^ addrs[-1]).bit_length(), lens[0], top - 1)
+    differ = Counter(map(int.bit_length, map(xor, addrs, islice(addrs, 1, None))))
+    distinct, acc = [], 1
+    for b in range(width + 1):
+        distinct.append(acc)
+        acc += differ.get(width - b, 0)
+    longer = [0] * (top + 1)
+    for p in lens:
+        for b in range(p):
+            longer[b] += len(by_len[p])
+    bits_max = abi.const("HEP_DIR_BITS_MAX")
+    limit = dir_budget(len(addrs))
+    best: dict[int, int] = {skip: 0}  # boundary -> fewest entries of the levels so far
+    back: list[dict[int, int]] = []
+    for _ in range(kmax):
+        cur: dict[int, int] = {}
+        bk: dict[int, int] = {}
+        for b, cost in best.items():
+            blocks = 1 if b == skip else min(distinct[b], longer[b])
+            for s in range(1, bits_max + 1):
+                e = b + s
+                if e > top or b // 32 != (e - 1) // 32:
+                    break
+                c = cost + (blocks << s)
+                if c > limit:
+                    break
+                if c < cur.get(e, limit + 1):
+                    cur[e], bk[e] = c, b
+        back.append(bk)
+        if top in cur:
+            out, e = [], top
+            for bk in reversed(back):
+                b = bk[e]
+                out.append(e - b)
+                e = b
+            return skip, tuple(reversed(out))
+        if not cur:
+            return None
+        best = cur
+    return None
+
+
+def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int, ...], width: int) -> array:
+    """A DIR scope's entries (hep_dir_v1, struct hep_scope): ``by_len[p]``
+    maps each /p's network address (an int) to its class (__u32 bytes);
+    every prefix but the /0 is at least ``skip`` long and shares its first
+    ``skip`` bits (dir_plan).
+
+    Leaf pushing, prefixes in ascending length: the root block starts as
+    the class of the /skip (the shared prefix itself, if a rule names it)
+    else the /0's; a /p with b_i < p <= b_i+1 writes its class into the
+    2^(b_i+1 - p) entries it covers in its level-i block, over the shorter
+    prefixes' classes; a longer prefix below an entry first gives it a
+    block, filled with the entry's class (every shorter prefix holding those
+    addresses is already written). So every entry holds the class of the
+    longest prefix covering it, and a walk ends at the first leaf: the
+    trie's answer. Child references are entry indexes from the scope's
+    start, so the blocks move with it."""
+    leaf = abi.const("HEP_DIR_LEAF")
+    bounds = [skip]
+    for s in levels:
+        bounds.append(bounds[-1] + s)
+    top_of = by_len.get(skip) if skip else None
+    if top_of:
+        default = leaf | int.from_bytes(next(iter(top_of.values())), sys.byteorder)
+    elif 0 in by_len:
+        default = leaf | int.from_bytes(by_len[0][0], sys.byteorder)
+    else:
+        default = abi.const("HEP_DIR_MISS")
+    out = array("I", [default]) * (1 << levels[0])
+    blocks: list[dict[int, int]] = [{} for _ in levels]
+    leaves: dict[bytes, int] = {}  # class bytes -> entry (a policy has few classes)
+    level = 0
+    for p in sorted(q for q in by_len if q > skip):
+        while bounds[level + 1] < p:
+            level += 1
+        end = bounds[level + 1]
+        n = 1 << (end - p)
+        shift, mask = width - end, (1 << levels[level]) - 1
+        for addr, v in by_len[p].items():
+            e = leaves.get(v)
+            if e is None:
+                e = leaves[v] = leaf | int.from_bytes(v, sys.byteorder)
+            base = 0
+            for j in range(1, level + 1):
+                key = addr >> (width - bounds[j])
+                node = blocks[j].get(key)
+                if node is None:
+                    parent = base + (key & ((1 << levels[j - 1]) - 1))
+                    node = blocks[j][key] = len(out)
+                    out.extend(array("I", [out[parent]]) * (1 << levels[j]))
+                    out[parent] = node
+                base = node
+            first = base + ((addr >> shift) & mask)
+            if n == 1:
+                out[first] = e
+            else:
+                out[first:first + n] = array("I", [e]) * n
+    return out
+
+
+def dir_prefix(by_len: dict[int, dict[int, bytes]], skip: int, width: int) -> list[int]:
+    """hep_scope.prefix: the ``skip`` shared bits (of any prefix but the
+    /0), as four host-order words, the rest zero."""
+    if not skip:
+        return [0, 0, 0, 0]
+    a = next(iter(by_len[next(p for p in by_len if p >= skip)]))
+    a = (a >> (width - skip)) << (width - skip) << (128 - width)
+    return [(a >> (96 - 32 * i)) & 0xFFFFFFFF for i in range(4)]
+
+
 def host_keys(chain: int, side: int, plen: int, width: int, addrs) -> map:
     """hep_host{4,6}_key bytes (gen 0) of ``addrs`` (ints) at length plen:
     the key is chain, side, gen, plen and the address, all bytes in order,
@@ -344,17 +507,31 @@ def host_keys(chain: int, side: int, plen: int, width: int, addrs) -> map:
 
 
 def scope_entries(by_len: dict[int, dict[int, bytes]], width: int, chain: int, side: int,
-                  host: dict[bytes, bytes], trie: dict[bytes, bytes]) -> bytes:
+                  host: dict[bytes, bytes], trie: dict[bytes, bytes],
+                  dirs: dict[bytes, bytes] | None = None) -> bytes:
     """One address scope: ``by_len[p]`` maps each /p's network address (an
     int) to its value. Adds its hep_host and hep_addr entries (gen 0) to
-    ``host`` and ``trie``; returns its hep_scope value. A scope holding
-    only its /0 needs no lookup; one whose prefixes expand within budget is
-    a stride scope (every block in the host hash, nothing in the trie);
-    else a trie scope (full-length prefixes in the host hash, the others in
-    the trie), so no policy depends on being friendly to expansion."""
+    ``host`` and ``trie``, or its blocks to ``dirs`` (Content's hep_dir_v1:
+    root -> entries); returns its hep_scope value. A scope holding only its
+    /0 needs no lookup; one whose DIR fits its budget is a DIR scope (with
+    ``dirs``); else one whose prefixes expand within budget is a stride
+    scope (every block in the host hash, nothing in the trie); else a trie
+    scope (full-length prefixes in the host hash, the others in the trie),
+    so no policy depends on being friendly to expansion."""
     lookup = abi.const("HEP_SCOPE_LOOKUP")
     if len(by_len) == 1 and 0 in by_len:
         return abi.pack("struct hep_scope", {"klass": int.from_bytes(by_len[0][0], sys.byteorder)})
+    plan = dir_plan(by_len, width, abi.const("HEP_STRIDE_MAX")) if dirs is not None else None
+    if plan is not None:
+        skip, levels = plan
+        line = abi.const("HEP_DIR_LINE")
+        root = -(-max((int.from_bytes(k, sys.byteorder) + len(v) // 4 for k, v in dirs.items()), default=0)
+                 // line) * line  # each scope from a cache line of its own
+        dirs[_u32(root)] = dir_blocks(by_len, skip, levels, width).tobytes()
+        miss = int.from_bytes(by_len[0][0], sys.byteorder) if 0 in by_len else lookup
+        return abi.pack("struct hep_scope", {"klass": lookup, "miss": miss, "mode": abi.const("HEP_SCOPE_DIR"),
+                                             "n": len(levels), "len": list(levels), "root": root, "skip": skip,
+                                             "prefix": dir_prefix(by_len, skip, width)})
     strides = stride_plan({p: len(g) for p, g in by_len.items()}, abi.const("HEP_STRIDE_MAX"))
     if strides is not None:
         for plen, blocks in expand_prefixes(by_len, strides, width).items():
@@ -394,7 +571,7 @@ def _addr_scopes(img: MapImage, maps: dict, cid: list[bytes]) -> dict[tuple[int,
     for (width, chain, side), by_len in scopes.items():
         v4 = width == 32
         out[(chain, side, 4 if v4 else 6)] = scope_entries(by_len, width, chain, side, maps[HOST4 if v4 else HOST6],
-                                                           maps[ADDR4 if v4 else ADDR6])
+                                                           maps[ADDR4 if v4 else ADDR6], maps[DIR])
     return out
 
 
@@ -479,6 +656,37 @@ def _port_changes(old: bytes | None, new: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
+DIR_PAGE = 4096  # bytes compared at once before looking closer
+
+
+def _dir_runs(first: int, old: bytes | None, new: bytes) -> list[tuple[int, bytes]]:
+    """hep_dir_v1 writes (first entry, entries) turning a scope's ``old``
+    entries into ``new`` at entry ``first``: the runs of differing 16-byte
+    chunks, found page by page (a few changed CIDRs change a few entries;
+    comparing a page is one memcmp). All of ``new`` if the scope was not
+    there or changed size (then its blocks moved)."""
+    if old is None or len(old) != len(new):
+        return [(first, new)]
+    out: list[tuple[int, bytes]] = []
+    chunk = 16
+    mo, mn = memoryview(old), memoryview(new)
+    for page in range(0, len(new), DIR_PAGE):
+        end = min(page + DIR_PAGE, len(new))
+        if mo[page:end] == mn[page:end]:
+            continue
+        run = None
+        for at in range(page, end, chunk):
+            if mo[at:at + chunk] != mn[at:at + chunk]:
+                if run is None:
+                    run = at
+            elif run is not None:
+                out.append((first + run // 4, new[run:at]))
+                run = None
+        if run is not None:
+            out.append((first + run // 4, new[run:end]))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Changes:
     """What turns a generation into new Content. ``writes``: map name ->
@@ -488,6 +696,7 @@ class Changes:
     writes: dict[str, tuple[bytes, bytes]]
     port: list[tuple[int, int, int]]
     deletes: dict[str, list[bytes]]
+    dir: list[tuple[int, bytes]] = field(default_factory=list)  # hep_dir_v1: (first entry, entries)
 
 
 def _indexed(keys, offset: int) -> bytes:
@@ -545,6 +754,7 @@ class Placement:
         writes: dict[str, tuple[bytes, bytes]] = {}
         deletes: dict[str, list[bytes]] = {}
         port: list[tuple[int, int, int]] = []
+        dirs: list[tuple[int, bytes]] = []
         g = self.gen
         per_gen_proto = abi.const("HEP_CHAIN_MAX") * abi.const("HEP_SIDE_MAX") * abi.const("HEP_PROTO_SPACE")
         per_gen_scope = abi.const("HEP_CHAIN_MAX") * abi.const("HEP_SIDE_MAX") * 2
@@ -566,6 +776,11 @@ class Placement:
                     for lo, hi, klass in _port_changes(have.get(k), want[k]):
                         port.append((base + lo, hi - lo + 1, klass))
                 continue
+            if name == DIR:
+                base = g * self.cap.dir_stride
+                for k in changed:
+                    dirs += _dir_runs(base + int.from_bytes(k, sys.byteorder), have.get(k), want[k])
+                continue
             if name in KEYED_MAPS:
                 stale = have.keys() - want.keys()
                 if stale:
@@ -583,7 +798,7 @@ class Placement:
                 keys = self._slot_keys(changed)
             if keys:
                 writes[name] = (keys, b"".join(values))
-        return Changes(writes, port, deletes)
+        return Changes(writes, port, deletes, dirs)
 
     def rule_stat_keys(self, c: Content) -> bytes:
         """The hep_rulestat_v1 keys of ``c``'s slots in this generation,
@@ -646,6 +861,7 @@ def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = Non
         "slot_stride": cap.slot_stride,
         "class_stride": cap.classes,
         "port_stride": cap.port_stride,
+        "dir_stride": cap.dir_stride,
         "trace": int(trace),
         "has_policy": int(img.has_policy),
         "know_local": int(local_nets is not None),

@@ -6,6 +6,7 @@ HOST4 = "hep_host4_v2"
 HOST6 = "hep_host6_v2"
 PROTO = "hep_proto_v1"
 SCOPE = "hep_scope_v2"
+DIR = "hep_dir_v1"
 PORT = "hep_port_v1"
 CLASS = "hep_class_v1"
 SLOT = "hep_slot_v1"
@@ -24,10 +25,10 @@ EV_RATE = "hep_evrate_v1"
 GEN = "hep_gen_v1"
 SYNC = "hep_sync_v1"
 
-POLICY_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)
+POLICY_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, DIR, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)
 # What an update in place writes: the policy of a generation, its rule
 # counters, and the switch (hep_gen_v1 is found through hep_sync_v1).
-UPDATE_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, PROTO, PORT, CLASS, SLOT, RULE_STATS, SYNC)
+UPDATE_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, DIR, PROTO, PORT, CLASS, SLOT, RULE_STATS, SYNC)
 ALL_MAPS = POLICY_MAPS + (RULE_STATS, REASON_STATS, TRACE, CT, CTSEEN, CT_STATS, NOTES, EVENTS, EV_STATS, EV_RATE,
                           GEN, SYNC)
 

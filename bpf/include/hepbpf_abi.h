@@ -28,7 +28,9 @@ enum hep_limits {
 	HEP_SCOPE_BITS = 32,		/* exact-match bits before an LPM address */
 	HEP_NO_PORT_TABLE = 0xffffffff,	/* hep_proto_ent.port_base: no ports */
 	HEP_SCOPE_LOOKUP = 0xffffffff,	/* hep_scope.klass: look the address up */
-	HEP_STRIDE_MAX = 8,		/* hep_scope.len: hash lookups per address, at most */
+	HEP_STRIDE_MAX = 8,		/* hep_scope.len: lookups per address, at most */
+	HEP_DIR_LINE = 16,		/* hep_dir_v1 entries per map element (a cache line) */
+	HEP_DIR_BITS_MAX = 20,		/* address bits one DIR level indexes, at most */
 	HEP_MAX_IPV6_EXT = 6,		/* extension headers walked before giving up */
 	HEP_GEN_MAX = 2,		/* policy generations held side by side */
 };
@@ -155,19 +157,45 @@ struct hep_host6_key {
 enum hep_scope_mode {
 	HEP_SCOPE_TRIE = 0,		/* full length in the host hash, else the trie */
 	HEP_SCOPE_STRIDES = 1,		/* host hash at each of len[0..n), first hit, else miss */
+	HEP_SCOPE_DIR = 2,		/* multibit trie of arrays in hep_dir_v1 */
 };
 
 /* hep_scope_v2 value: how one (gen, chain, side, family) scope maps an
  * address to a class. klass != HEP_SCOPE_LOOKUP: that class, no lookup
  * (the scope holds only its /0). Else by mode; in a stride scope, miss is
- * the class when no stride hits (the /0's: it needs no lookup). */
+ * the class when no stride hits (the /0's: it needs no lookup). In a DIR
+ * scope, an address outside the skip bits every prefix shares gets miss;
+ * else the walk starts at bit skip, level i indexing the next len[i] bits
+ * (1..HEP_DIR_BITS_MAX, never across a 32-bit word of the address), from
+ * the block at root in the scope's generation of hep_dir_v1. (Policy
+ * CIDRs tend to share a site prefix, 2001:db8::/32 say: the walk starts
+ * there instead of spending levels on it.) */
 struct hep_scope {
 	__u32 klass;
-	__u32 miss;			/* HEP_SCOPE_STRIDES: the /0's class, or ~0 */
+	__u32 miss;			/* STRIDES, DIR: the /0's class, or ~0 */
 	__u8 mode;			/* enum hep_scope_mode */
-	__u8 n;				/* strides in len[], <= HEP_STRIDE_MAX */
-	__u8 pad[2];
-	__u8 len[HEP_STRIDE_MAX];	/* prefix lengths, longest first, > 0 */
+	__u8 n;				/* strides (levels) in len[], <= HEP_STRIDE_MAX */
+	__u8 skip;			/* DIR: bits every prefix shares (but the /0) */
+	__u8 pad;
+	__u8 len[HEP_STRIDE_MAX];	/* STRIDES: prefix lengths, longest first; DIR: bits per level */
+	__u32 root;			/* DIR: entry index of the first block */
+	__u32 prefix[4];		/* DIR: those bits, host-order words; outside them: miss */
+};
+
+/* A hep_dir_v1 entry: HEP_DIR_LEAF set, the class in the other bits (all
+ * ones: no class, an internal miss); else the next level's block, as an
+ * entry index from the scope's root. Blocks are leaf-pushed: every entry
+ * holds the answer of the longest prefix covering it, so a walk ends at
+ * the first leaf. */
+enum {
+	HEP_DIR_LEAF = 0x80000000,
+	HEP_DIR_MISS = 0xffffffff,
+};
+
+/* hep_dir_v1 value: HEP_DIR_LINE entries, so a map element is a cache
+ * line and the map's memory (mmap) is the entries, back to back. */
+struct hep_dir_line {
+	__u32 e[HEP_DIR_LINE];
 };
 
 /* hep_proto_v1 value, indexed by ((gen * HEP_CHAIN_MAX + chain) *
@@ -210,6 +238,7 @@ struct hep_stats {
 union hep_addr {
 	__be32 v4;
 	__u8 v6[16];
+	__be32 v6_32[4];		/* v6 as words: read a word at a time */
 };
 
 /* The packet an ICMP error quotes, as far as conntrack needs it: its
@@ -396,12 +425,13 @@ struct hep_config {
 	__u32 slot_stride;		/* nwords * 64: slots per chain */
 	__u32 class_stride;		/* hep_class_v1 entries per generation */
 	__u32 port_stride;		/* hep_port_v1 entries per generation */
+	__u32 dir_stride;		/* hep_dir_v1 entries per generation */
 	__u8 trace;			/* record verdicts in hep_trace_v1 */
 	__u8 has_policy;		/* 0: no host endpoint, allow all */
 	__u8 know_local;		/* hep_local*_v1 filled: ingress can tell forwarded */
 	__u8 audit;			/* 1: drop nothing, report would-be drops */
 	__u8 events;			/* enum hep_event_mask */
-	__u8 pad[3];
+	__u8 pad[7];
 	__u32 ct_timeout_s[8];		/* idle timeout per enum hep_ct_state */
 	__u64 ev_interval_ns;		/* per CPU, one event per interval on average */
 	__u64 ev_burst_ns;		/* credit cap: burst * ev_interval_ns */
@@ -412,13 +442,14 @@ _Static_assert(sizeof(struct hep_lpm4_key) == 12, "hep_lpm4_key layout");
 _Static_assert(sizeof(struct hep_lpm6_key) == 24, "hep_lpm6_key layout");
 _Static_assert(sizeof(struct hep_host4_key) == 8, "hep_host4_key layout");
 _Static_assert(sizeof(struct hep_host6_key) == 20, "hep_host6_key layout");
-_Static_assert(sizeof(struct hep_scope) == 20, "hep_scope layout");
+_Static_assert(sizeof(struct hep_scope) == 40, "hep_scope layout");
+_Static_assert(sizeof(struct hep_dir_line) == 64, "hep_dir_line layout");
 _Static_assert(sizeof(struct hep_slot) == 16, "hep_slot layout");
 _Static_assert(sizeof(struct hep_class) == 8, "hep_class header");
 _Static_assert(sizeof(struct hep_flow) == 88, "hep_flow layout");
 _Static_assert(sizeof(struct hep_ct_key) == 40, "hep_ct_key layout");
 _Static_assert(sizeof(struct hep_ct_val) == 32, "hep_ct_val layout");
-_Static_assert(sizeof(struct hep_config) == 72, "hep_config layout");
+_Static_assert(sizeof(struct hep_config) == 80, "hep_config layout");
 _Static_assert(sizeof(struct hep_event) == 208, "hep_event layout");
 _Static_assert(sizeof(struct hep_verdict) == 8, "hep_verdict layout");
 _Static_assert(HEP_CT_STATE_MAX == 8, "hep_config.ct_timeout_s length");

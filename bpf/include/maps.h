@@ -111,14 +111,36 @@ struct {
 	__uint(max_entries, 1);
 } hep_host6_v2 SEC(".maps");
 
+/* hep_dir_v1: the DIR scopes' multibit tries (struct hep_scope, mode
+ * HEP_SCOPE_DIR): blocks of 2^bits entries per level, leaf-pushed, so an
+ * address's class is a few array reads, each inlined by the verifier: no
+ * hash computed, no trie walked (loader/encode.py dir_plan, dir_blocks).
+ * key:   entry index / HEP_DIR_LINE, the entry index being gen *
+ *        hep_config.dir_stride + hep_scope.root + the walk's offset
+ * value: struct hep_dir_line: HEP_DIR_LINE entries (HEP_DIR_LEAF | class,
+ *        or the next block)
+ * writer: loader, through mmap (a generation's scopes, copied as they
+ *         are); reader: datapath
+ * size:  loader: dir_stride per generation, with room; a scope is a DIR
+ *        scope only while its blocks fit max(65,536, 16 x its prefixes)
+ *        entries in at most HEP_STRIDE_MAX levels, else it stays a stride
+ *        or trie scope */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_dir_line);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} hep_dir_v1 SEC(".maps");
+
 /* hep_scope_v2: how an address scope finds a class.
  * key:   ((gen * HEP_CHAIN_MAX + chain) * HEP_SIDE_MAX + side) * 2 +
  *        (family == 6)
  * value: struct hep_scope: the class when the scope holds only its /0 (no
  *        rule of the chain looks at that address: the usual case for the
- *        host's own side), else the mode (trie, or the stride lengths to
- *        look up in hep_host{4,6}_v2). Per generation, so the strides
- *        switch with the policy.
+ *        host's own side), else the mode (trie, the stride lengths to
+ *        look up in hep_host{4,6}_v2, or a DIR scope's levels and root in
+ *        hep_dir_v1). Per generation, so the modes switch with the policy.
  * writer: loader (per generation, like the LPM entries); reader: datapath.
  * size:  fixed. An array read is inlined (~1 ns); a trie lookup, even of
  * one entry, costs tens of ns per packet. */

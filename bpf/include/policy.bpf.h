@@ -6,9 +6,10 @@
  * and a final no-profile deny that matches everything). Each packet field
  * maps to a class whose bit vector says which slots admit it:
  *
- *   source address   -> hep_scope_v2, then hep_host{4,6}_v2 (hash)
- *                       at a few strides, or at full length and then
- *                       hep_addr{4,6}_v1 (LPM)  -> class A
+ *   source address   -> hep_scope_v2, then a few reads of hep_dir_v1
+ *                       (multibit trie of arrays), or hep_host{4,6}_v2
+ *                       (hash) at a few strides, or at full length and
+ *                       then hep_addr{4,6}_v1 (LPM)  -> class A
  *   dest address     -> the same                 -> class B
  *   protocol + dport -> hep_proto_v1, hep_port_v1 -> class C
  *   protocol + sport -> hep_proto_v1, hep_port_v1 -> class D
@@ -74,7 +75,8 @@ static __always_inline __u32 hep_slot_key(__u32 gen, __u32 chain, __u32 slot)
  * miss) per side multiplied the paths through the rest of the program
  * (+70,000 verified instructions at 10,000 rules).
  *
- * Order: the scope's own class if it needs no lookup; in a stride scope a
+ * Order: the scope's own class if it needs no lookup; in a DIR scope a
+ * walk of at most HEP_STRIDE_MAX array reads (stride.bpf.h); in a stride scope a
  * few exact-match lookups of the expanded prefixes (stride.bpf.h); in a
  * trie scope (expansion would be too large) the exact address in the host
  * hash (most CIDRs of a large policy are /32s and /128s, and a hash hit
@@ -93,6 +95,19 @@ __noinline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 sid
 		return ~0U;
 	if (sc->klass != HEP_SCOPE_LOOKUP)
 		return hep_class_key(sc->klass, gen);
+	if (sc->mode == HEP_SCOPE_DIR) {
+		__u32 base = gen * hep_cfg.dir_stride + sc->root;
+		const __u32 *a = side == HEP_SIDE_SRC ? f->saddr.v6_32 : f->daddr.v6_32;
+		__u32 w[4];
+
+		if (f->family == HEP_FAMILY_V4)
+			return hep_class_key(hep_dir4(&hep_dir_v1, sc, base, bpf_ntohl(a[0])), gen);
+		w[0] = bpf_ntohl(a[0]);
+		w[1] = bpf_ntohl(a[1]);
+		w[2] = bpf_ntohl(a[2]);
+		w[3] = bpf_ntohl(a[3]);
+		return hep_class_key(hep_dir6(&hep_dir_v1, sc, base, w), gen);
+	}
 	if (f->family == HEP_FAMILY_V4) {
 		__be32 addr = side == HEP_SIDE_SRC ? f->saddr.v4 : f->daddr.v4;
 		struct hep_host4_key h = { .chain = chain, .side = side, .gen = gen, .plen = 32, .addr = addr };

@@ -8,7 +8,13 @@
  * scope's /0 (loader/encode.py expand_prefixes proves it). A few hash lookups replace a trie walk,
  * which with 100,000 entries costs most of a microsecond.
  *
- * The hash is a parameter, so bench/cidrset.py measures this same code
+ * A DIR scope (mode HEP_SCOPE_DIR) is a multibit trie of arrays instead:
+ * level i indexes the next len[i] bits of the address into a block of
+ * hep_dir_v1; an entry is the answer (leaf-pushed: the longest prefix
+ * covering it) or the next block. A few inlined array reads, where a hash
+ * lookup hashes the key and compares it (tens of ns each).
+ *
+ * The maps are parameters, so bench/cidrset.py measures this same code
  * over its own maps. */
 #ifndef HEPBPF_STRIDE_BPF_H
 #define HEPBPF_STRIDE_BPF_H
@@ -72,6 +78,87 @@ static __always_inline __u32 hep_stride6(void *hash, const struct hep_scope *sc,
 			return *klass;
 	}
 	return sc->miss;
+}
+
+/* One DIR level: the s bits of word from bit off (counted from its top;
+ * off + s <= 32, 1 <= s <= HEP_DIR_BITS_MAX: the encoder's dir_plan) index
+ * the block at *node. Returns 1 with *klass set at a leaf, 0 with *node
+ * moved to the next block, -1 if the entry is missing (a bug: the loader
+ * sized the map). */
+static __always_inline int hep_dir_step(void *dir, __u32 base, __u32 *node, __u32 word, __u32 off,
+					__u32 s, __u32 *klass)
+{
+	__u32 i = base + *node + ((word << (off & 31)) >> ((32 - s) & 31));
+	__u32 line = i / HEP_DIR_LINE;
+	const struct hep_dir_line *l = bpf_map_lookup_elem(dir, &line);
+	__u32 e;
+
+	if (!l)
+		return -1;
+	e = l->e[i & (HEP_DIR_LINE - 1)];
+	if (e & HEP_DIR_LEAF) {
+		*klass = e == HEP_DIR_MISS ? ~0U : e & ~(__u32)HEP_DIR_LEAF;
+		return 1;
+	}
+	*node = e;
+	return 0;
+}
+
+/* The class of a (host order) IPv4 address in a DIR scope whose root
+ * block is entry base of dir: miss outside the shared prefix, else the
+ * walk from bit skip (skip < 32: at least one level). */
+static __always_inline __u32 hep_dir4(void *dir, const struct hep_scope *sc, __u32 base, __u32 a)
+{
+	__u32 i, off = sc->skip, node = 0, klass = ~0U;
+
+	if (off && ((a ^ sc->prefix[0]) & (~0U << ((32 - off) & 31))))
+		return sc->miss;
+
+	for (i = 0; i < HEP_STRIDE_MAX; i++) {
+		__u32 s;
+		int r;
+
+		if (i >= sc->n)
+			break;
+		s = sc->len[i];
+		r = hep_dir_step(dir, base, &node, a, off, s, &klass);
+		if (r)
+			return r > 0 ? klass : ~0U;
+		off += s;
+	}
+	return ~0U;	/* no leaf within n levels: a bug */
+}
+
+/* As hep_dir4; a: the address as four host-order words. A level never
+ * spans two words, so the word is the one holding bit off. */
+static __always_inline __u32 hep_dir6(void *dir, const struct hep_scope *sc, __u32 base, const __u32 *a)
+{
+	__u32 i, off = sc->skip, node = 0, klass = ~0U;
+
+	for (i = 0; i < 4; i++) {
+		__u32 lo = 32 * i, m;
+
+		if (off <= lo)
+			break;
+		m = off >= lo + 32 ? ~0U : ~0U << ((32 - (off - lo)) & 31);
+		if ((a[i] ^ sc->prefix[i]) & m)
+			return sc->miss;
+	}
+
+	for (i = 0; i < HEP_STRIDE_MAX; i++) {
+		__u32 s, w;
+		int r;
+
+		if (i >= sc->n)
+			break;
+		s = sc->len[i];
+		w = off < 32 ? a[0] : off < 64 ? a[1] : off < 96 ? a[2] : a[3];
+		r = hep_dir_step(dir, base, &node, w, off, s, &klass);
+		if (r)
+			return r > 0 ? klass : ~0U;
+		off += s;
+	}
+	return ~0U;
 }
 
 #endif /* HEPBPF_STRIDE_BPF_H */

@@ -12,6 +12,7 @@ import pytest
 
 from hepbpf.compiler import compile_policy, evaluate, parse_spec
 from hepbpf.compiler.mapimage import CHAIN_INGRESS
+from hepbpf.loader import encode
 from hepbpf.loader.datapath import load_image
 from hepbpf.loader.encode import Placement, lpm_prefixlen_of
 from hepbpf.loader.mapnames import ADDR4, ADDR6, HOST4, HOST6
@@ -19,6 +20,13 @@ from hepbpf.loader.mapnames import ADDR4, ADDR6, HOST4, HOST6
 from ..cases import gnp, hep
 
 pytestmark = pytest.mark.bpf
+
+
+@pytest.fixture(autouse=True)
+def _no_dir(monkeypatch):
+    """Small scopes are DIR scopes (test_dir_scopes.py): here the hash and
+    trie split, what a scope past the DIR budget gets, is under test."""
+    monkeypatch.setattr(encode, "dir_plan", lambda *a, **k: None)
 
 WITH_HOST = hep() + gnp("p", """
 selector: all()

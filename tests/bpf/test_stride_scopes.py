@@ -23,6 +23,13 @@ from ..cases import gnp, hep
 
 pytestmark = pytest.mark.bpf
 
+
+@pytest.fixture(autouse=True)
+def _no_dir(monkeypatch):
+    """These scopes would be DIR scopes (test_dir_scopes.py): here the
+    encoder's next choices, strides and the trie, are under test."""
+    monkeypatch.setattr(encode, "dir_plan", lambda *a, **k: None)
+
 V4 = ["10.9.9.33/32", "10.9.9.32/27", "10.9.9.0/24", "10.9.8.0/21", "10.9.0.0/16", "10.8.0.0/13", "10.0.0.0/8"]
 V6 = ["2001:db8:1:80::1000:5/128", "2001:db8:1:80::1000:0/100", "2001:db8:1:80::/64", "2001:db8:1:80::/57",
       "2001:db8:1::/48", "2001:db8::/32"]
