@@ -2,18 +2,19 @@
 plain LPM trie.
 
 The issue's target: a source CIDR set of 100,000 entries costs at most
-half a plain LPM-trie lookup of the same set. hepbpf expands a scope's
-prefixes to a few stride lengths, each block in an exact-match hash
-(hep_host{4,6}_v2), and looks an address up at each stride, longest
-first (bpf/include/stride.bpf.h); a scope that would expand past the
-budget keeps full-length prefixes in the hash and the rest in the trie
-(hep_addr{4,6}_v1). bpf/bench.bpf.c holds the same lookups over its own
+half a plain LPM-trie lookup of the same set. hepbpf holds a scope as a
+multibit trie of arrays where it fits its budget (a DIR scope,
+hep_dir_v1: a few array reads, bpf/include/stride.bpf.h), else expands
+its prefixes to a few stride lengths, each block in an exact-match hash
+(hep_host{4,6}_v2), looked up longest first; a scope that would expand
+past that budget too keeps full-length prefixes in the hash and the rest
+in the trie (hep_addr{4,6}_v1). bpf/bench.bpf.c holds the same lookups over its own
 maps (same key layouts), filled by the loader's own encoder
 (loader/encode.py scope_entries), so the set can be measured alone:
 
   keys   only fetch each key (the baseline subtracted below)
   lpm    the whole set in one trie
-  split  the set as hepbpf's datapath holds it (strides, or hash + trie)
+  split  the set as hepbpf's datapath holds it (DIR, strides, or hash + trie)
 
 Each test run does LOOKUPS lookups with consecutive keys from a table of
 KEYS random addresses (a single repeated key would keep the trie path in
@@ -108,14 +109,18 @@ def _load(family: int, nets, keys: list[int]) -> BpfObject:
         by_len.setdefault(net.prefixlen, {})[int(net.network_address)] = i.to_bytes(4, sys.byteorder)
     host: dict[bytes, bytes] = {}
     rest: dict[bytes, bytes] = {}
-    scope = scope_entries(by_len, width, 0, 0, host, rest)
+    dirs: dict[bytes, bytes] = {}
+    scope = scope_entries(by_len, width, 0, 0, host, rest, dirs)
+    blocks = b"".join(dirs.values())  # one scope, at root 0
+    line = 4 * abi.const("HEP_DIR_LINE")
+    blocks += bytes(-len(blocks) % line)
     # struct hep_lpm{4,6}_key: prefixlen, chain 0, side 0, gen 0, pad; address
     lpm = {struct.pack("=I4x", lpm_prefixlen_of(n.prefixlen)) + _addr_bytes(int(n.network_address), family):
            i.to_bytes(4, sys.byteorder) for i, n in enumerate(nets)}
     obj = BpfObject.open(str(abi.bpf_dir() / "bench.bpf.o"))
     try:
         sizes = {f"bench_cidr_lpm{sfx}_v1": len(nets), f"bench_cidr_rest{sfx}_v1": max(1, len(rest)),
-                 f"bench_cidr_host{sfx}_v1": max(1, len(host))}
+                 f"bench_cidr_host{sfx}_v1": max(1, len(host)), "bench_cidr_dir_v1": max(1, len(blocks) // line)}
         sizes.update({f"bench_cidr_{kind}{other}_v1": 1 for kind in ("lpm", "rest", "host")})
         for name, n in sizes.items():
             obj.map(name).set_max_entries(n)
@@ -124,11 +129,15 @@ def _load(family: int, nets, keys: list[int]) -> BpfObject:
                               (f"bench_cidr_host{sfx}_v1", host), ("bench_cidr_scope_v1", {bytes(4): scope})):
             if entries:
                 obj.map(name).update_batch(list(entries), list(entries.values()))
+        if blocks:
+            obj.map("bench_cidr_dir_v1").update_batch(
+                [i.to_bytes(4, sys.byteorder) for i in range(len(blocks) // line)],
+                [blocks[i:i + line] for i in range(0, len(blocks), line)])
         obj.map("bench_cidr_keys_v1").update_batch(
             [i.to_bytes(4, sys.byteorder) for i in range(len(keys))],
             [_addr_bytes(k, family).ljust(16, b"\0") for k in keys])
         obj.scope = abi.unpack("struct hep_scope", scope)  # what the encoder chose
-        obj.expanded = (len(host), len(rest))
+        obj.expanded = (len(host), len(rest), len(blocks) // 4)
         return obj
     except BaseException:
         obj.close()
@@ -191,7 +200,10 @@ def measure_cidrset(families=(4, 6), mixes=("members", "uniform"), n: int = N_CI
                 rows.append({
                     "family": fam, "mix": mix, "cidrs": len(nets), "full_length": full,
                     "strides": list(sc.len)[:sc.n] if sc.mode == abi.const("HEP_SCOPE_STRIDES") else None,
+                    "dir": {"skip": sc.skip, "levels": list(sc.len)[:sc.n]}
+                    if sc.mode == abi.const("HEP_SCOPE_DIR") else None,
                     "hash_entries": obj.expanded[0], "trie_entries": obj.expanded[1],
+                    "dir_entries": obj.expanded[2],
                     "lpm_ns": (res["lpm"][0] - base) / LOOKUPS, "hepbpf_ns": (res["split"][0] - base) / LOOKUPS,
                     "keys_ns": base / LOOKUPS, "runs": {k: v for k, v in res.items()},
                     "hit_share": hits, "host_hit_share": host_hits,
@@ -201,14 +213,20 @@ def measure_cidrset(families=(4, 6), mixes=("members", "uniform"), n: int = N_CI
     return rows
 
 
+def _shape(r: dict) -> str:
+    if r.get("dir"):
+        return (f"DIR, levels {r['dir']['levels']} after {r['dir']['skip']} shared bits, "
+                f"{r['dir_entries']:,} array entries")
+    return f"strides {r['strides']}, {r['hash_entries']:,} hash + {r['trie_entries']:,} trie entries"
+
+
 def text(rows: list[dict]) -> str:
     lines = []
     for r in rows:
         lines.append(f"IPv{r['family']} {r['cidrs']:,} CIDRs ({r['full_length']:,} full length), {r['mix']} keys "
                      f"({100 * r['hit_share']:.0f}% in the set, {100 * r['host_hit_share']:.0f}% on a full-length "
                      f"entry): trie {r['lpm_ns']:.1f} ns, hepbpf {r['hepbpf_ns']:.1f} ns per lookup "
-                     f"({r['hepbpf_ns'] / r['lpm_ns']:.2f}x); strides {r['strides']}, {r['hash_entries']:,} hash "
-                     f"+ {r['trie_entries']:,} trie entries")
+                     f"({r['hepbpf_ns'] / r['lpm_ns']:.2f}x); " + _shape(r))
     return "\n".join(lines)
 
 

@@ -237,6 +237,15 @@ struct {
 	__uint(max_entries, 1);
 } bench_cidr_scope_v1 SEC(".maps");
 
+/* bench_cidr_dir_v1: the scope's DIR blocks when the encoder made it a DIR
+ * scope (as hep_dir_v1, one generation). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_dir_line);
+	__uint(max_entries, 1);
+} bench_cidr_dir_v1 SEC(".maps");
+
 enum bench_cidr_mode { BENCH_CIDR_KEYS_ONLY, BENCH_CIDR_LPM, BENCH_CIDR_SPLIT };
 
 static __always_inline __u32 bench_cidr_trie(void *trie, const union hep_addr *a, __u32 v6)
@@ -256,15 +265,25 @@ static __always_inline __u32 bench_cidr_trie(void *trie, const union hep_addr *a
 	return klass ? *klass : ~0U;
 }
 
-/* As hep_addr_class: the scope's mode, then its strides (stride.bpf.h,
- * the datapath's code) or the host hash and the trie. */
-static __always_inline __u32 bench_cidr_split(const union hep_addr *a, __u32 v6)
+/* As hep_addr_class: the scope's mode, then its DIR walk or strides
+ * (stride.bpf.h, the datapath's code) or the host hash and the trie.
+ * verifier: global (noinline), as hep_addr_class is, and for the same
+ * reason: inlined into the loop, its paths multiply past the budget. */
+__noinline __u32 bench_cidr_split(const union hep_addr *a, __u32 v6)
 {
 	__u32 zero = 0, *klass;
 	const struct hep_scope *sc = bpf_map_lookup_elem(&bench_cidr_scope_v1, &zero);
 
-	if (!sc)
+	if (!sc || !a)
 		return ~0U;
+	if (sc->mode == HEP_SCOPE_DIR && !v6)
+		return hep_dir4(&bench_cidr_dir_v1, sc, sc->root, bpf_ntohl(a->v4));
+	if (sc->mode == HEP_SCOPE_DIR) {
+		__u32 w[4] = { bpf_ntohl(a->v6_32[0]), bpf_ntohl(a->v6_32[1]), bpf_ntohl(a->v6_32[2]),
+			       bpf_ntohl(a->v6_32[3]) };
+
+		return hep_dir6(&bench_cidr_dir_v1, sc, sc->root, w);
+	}
 	if (!v6) {
 		struct hep_host4_key k = { .plen = 32, .addr = a->v4 };
 

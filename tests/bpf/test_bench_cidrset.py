@@ -1,6 +1,6 @@
-"""The CIDR-set benchmark compares like with like: its plain trie and its
-host hash + trie (hepbpf's layout) give the longest-prefix match a
-Python reference computes, for set members and for other addresses, and
+"""The CIDR-set benchmark compares like with like: its plain trie and
+hepbpf's layout of the set (a DIR scope, or host hash + trie, as the
+encoder chooses) give the longest-prefix match a Python reference computes, for set members and for other addresses, and
 the check that guards the timing does fail on a wrong answer."""
 
 import pytest
