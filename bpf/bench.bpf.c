@@ -276,13 +276,15 @@ __noinline __u32 bench_cidr_split(const union hep_addr *a, __u32 v6)
 
 	if (!sc || !a)
 		return ~0U;
-	if (sc->mode == HEP_SCOPE_DIR && !v6)
-		return hep_dir4(&bench_cidr_dir_v1, sc, sc->root, bpf_ntohl(a->v4));
 	if (sc->mode == HEP_SCOPE_DIR) {
-		__u32 w[4] = { bpf_ntohl(a->v6_32[0]), bpf_ntohl(a->v6_32[1]), bpf_ntohl(a->v6_32[2]),
-			       bpf_ntohl(a->v6_32[3]) };
+		__u32 w[4] = { bpf_ntohl(a->v6_32[0]) };
 
-		return hep_dir6(&bench_cidr_dir_v1, sc, sc->root, w);
+		if (v6) {
+			w[1] = bpf_ntohl(a->v6_32[1]);
+			w[2] = bpf_ntohl(a->v6_32[2]);
+			w[3] = bpf_ntohl(a->v6_32[3]);
+		}
+		return hep_dir_walk(&bench_cidr_dir_v1, sc, sc->root, w);
 	}
 	if (!v6) {
 		struct hep_host4_key k = { .plen = 32, .addr = a->v4 };

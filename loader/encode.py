@@ -13,6 +13,7 @@ generation holds into new Content, so an update touches only what changed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import sys
@@ -21,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice, repeat
-from operator import xor
+from operator import rshift, xor
 
 from hepbpf.compiler.alloc import gc_paused
 from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
@@ -372,39 +373,48 @@ def dir_plan(by_len: dict[int, dict[int, bytes]], width: int,
     skip: the bits every prefix but the /0 shares, at most the shortest
     length (a shorter prefix would cover addresses outside them) and one
     less than the longest (a level is left to walk). Levels end at
-    boundaries skip = b0 < b1 < ... < bk = the longest length; each indexes
-    1..HEP_DIR_BITS_MAX bits and never spans two 32-bit words of the
-    address (hep_dir6 reads one word per level). A block starts at b for
-    each distinct b-bit prefix of the prefixes longer than b: at most the
-    distinct b-bit prefixes of all of them, and at most their number (an
-    upper bound: the plan never underestimates); it holds 2^(next boundary
-    - b) entries. Fewest levels first (each is a dependent memory read),
-    then fewest entries: a dynamic program over the boundaries, one level
-    at a time."""
+    boundaries skip = b0 < b1 < ... < bk; each indexes 1..HEP_DIR_BITS_MAX
+    bits and never spans two 32-bit words of the address (hep_dir_walk
+    reads one word per level). Below an entry, a prefix alone (the only
+    one longer than the boundary there) is a compare record, not blocks
+    (dir_blocks); so at boundary b a block is needed for each b-bit prefix
+    that two or more prefixes longer than b share, M(b), and the walk may
+    end at the first boundary where M is 0. Fewest levels first (each is a
+    dependent memory read), then fewest entries: a dynamic program over
+    the boundaries, one level at a time.
+
+    M(b), exactly: sorted by (address, length), the prefixes under a b-bit
+    prefix are consecutive, and those not longer than b come first (their
+    address is that prefix followed by zeros). So M(b) is the number of
+    runs of neighbour pairs, both longer than b, sharing b bits: a pair
+    (i, i+1) counts for b <= c_i = min(shared bits, p_i - 1, p_i+1 - 1),
+    and starts a run where c_i-1 < b (a difference array over b)."""
     lens = sorted(p for p in by_len if p > 0)
     top = lens[-1]
-    addrs = sorted(a for p in lens for a in by_len[p])
-    # In sorted order, the first and last share what all share; and the
-    # distinct b-bit prefixes are 1 + the neighbours differing before bit b.
-    skip = min(width - (addrs[0] ^ addrs[-1]).bit_length(), lens[0], top - 1)
-    differ = Counter(map(int.bit_length, map(xor, addrs, islice(addrs, 1, None))))
-    distinct, acc = [], 1
+    nets = sorted((a, p) for p in lens for a in by_len[p])
+    first, last = nets[0][0], nets[-1][0]
+    skip = min(width - (first ^ last).bit_length(), lens[0], top - 1)
+    starts = [0] * (width + 2)
+    prev = -1
+    for (x, px), (y, py) in zip(nets, islice(nets, 1, None)):
+        c = min(width - (x ^ y).bit_length(), px - 1, py - 1)
+        if c > prev:
+            starts[prev + 1] += 1
+            starts[c + 1] -= 1
+        prev = c
+    multi, acc = [], 0
     for b in range(width + 1):
-        distinct.append(acc)
-        acc += differ.get(width - b, 0)
-    longer = [0] * (top + 1)
-    for p in lens:
-        for b in range(p):
-            longer[b] += len(by_len[p])
+        acc += starts[b]
+        multi.append(acc)
     bits_max = abi.const("HEP_DIR_BITS_MAX")
-    limit = dir_budget(len(addrs))
+    limit = dir_budget(len(nets)) - abi.const("HEP_DIR_RECORD_LEN") * len(nets)  # room for a record each
     best: dict[int, int] = {skip: 0}  # boundary -> fewest entries of the levels so far
     back: list[dict[int, int]] = []
     for _ in range(kmax):
         cur: dict[int, int] = {}
         bk: dict[int, int] = {}
         for b, cost in best.items():
-            blocks = 1 if b == skip else min(distinct[b], longer[b])
+            blocks = 1 if b == skip else multi[b]
             for s in range(1, bits_max + 1):
                 e = b + s
                 if e > top or b // 32 != (e - 1) // 32:
@@ -415,8 +425,10 @@ def dir_plan(by_len: dict[int, dict[int, bytes]], width: int,
                 if c < cur.get(e, limit + 1):
                     cur[e], bk[e] = c, b
         back.append(bk)
-        if top in cur:
-            out, e = [], top
+        done = [e for e in cur if not multi[e]]
+        if done:
+            e = min(done, key=lambda x: (cur[x], x))
+            out = []
             for bk in reversed(back):
                 b = bk[e]
                 out.append(e - b)
@@ -436,15 +448,20 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
 
     Leaf pushing, prefixes in ascending length: the root block starts as
     the class of the /skip (the shared prefix itself, if a rule names it)
-    else the /0's; a /p with b_i < p <= b_i+1 writes its class into the
-    2^(b_i+1 - p) entries it covers in its level-i block, over the shorter
-    prefixes' classes; a longer prefix below an entry first gives it a
-    block, filled with the entry's class (every shorter prefix holding those
-    addresses is already written). So every entry holds the class of the
-    longest prefix covering it, and a walk ends at the first leaf: the
-    trie's answer. Child references are entry indexes from the scope's
-    start, so the blocks move with it."""
-    leaf = abi.const("HEP_DIR_LEAF")
+    else the /0's. A prefix walks down from the root; where it is the only
+    prefix longer than the boundary below an entry, that entry becomes a
+    compare record (in: its class, out: the entry's class so far), and it
+    is done; else the entry gets a block (filled with its class) unless it
+    has one. At its own level it writes its class into the 2^(b_i+1 - p)
+    entries it covers, over the shorter prefixes' classes. Every shorter
+    prefix covering an entry is written before a record or block replaces
+    it, so every entry holds the class of the longest prefix covering it,
+    and a walk ends at the first leaf or record: the trie's answer. Child
+    and record references are entry indexes from the scope's start, so the
+    blocks move with it. ValueError if the levels leave two prefixes below
+    the last boundary together (a plan not from dir_plan)."""
+    leaf, record = abi.const("HEP_DIR_LEAF"), abi.const("HEP_DIR_RECORD")
+    rec_len = abi.const("HEP_DIR_RECORD_LEN")
     bounds = [skip]
     for s in levels:
         bounds.append(bounds[-1] + s)
@@ -456,15 +473,20 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
     else:
         default = abi.const("HEP_DIR_MISS")
     out = array("I", [default]) * (1 << levels[0])
-    blocks: list[dict[int, int]] = [{} for _ in levels]
+    longer = [p for p in by_len if p > skip]
+    # below[j][key]: how many prefixes longer than bounds[j] lie below key,
+    # its first bounds[j] bits (j >= 1)
+    below: list[Counter] = [Counter()]
+    for b in bounds[1:]:
+        below.append(Counter(itertools.chain.from_iterable(map(rshift, by_len[p], repeat(width - b)) for p in longer if p > b)))
+    blocks: list[dict[int, int]] = [{} for _ in bounds]
     leaves: dict[bytes, int] = {}  # class bytes -> entry (a policy has few classes)
-    level = 0
-    for p in sorted(q for q in by_len if q > skip):
-        while bounds[level + 1] < p:
+    zeros = array("I", [0]) * rec_len
+    level, last = 0, len(levels)
+    for p in sorted(longer):
+        while level < last and bounds[level + 1] < p:
             level += 1
-        end = bounds[level + 1]
-        n = 1 << (end - p)
-        shift, mask = width - end, (1 << levels[level]) - 1
+        n = 1 << (bounds[level + 1] - p) if level < last else 0
         for addr, v in by_len[p].items():
             e = leaves.get(v)
             if e is None:
@@ -472,18 +494,33 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
             base = 0
             for j in range(1, level + 1):
                 key = addr >> (width - bounds[j])
+                parent = base + (key & ((1 << levels[j - 1]) - 1))
+                if below[j][key] == 1:  # alone from here down: a record
+                    pad = -len(out) % rec_len
+                    if pad:
+                        out.extend(zeros[:pad])
+                    a = addr << (128 - width)
+                    at = len(out)
+                    out.extend((a >> 96, (a >> 64) & 0xFFFFFFFF, (a >> 32) & 0xFFFFFFFF, a & 0xFFFFFFFF,
+                                p, e, out[parent], 0))
+                    out[parent] = record | at
+                    break
+                if j == last:
+                    raise ValueError(f"two prefixes below bit {bounds[j]} share a DIR entry: the plan is too short")
                 node = blocks[j].get(key)
                 if node is None:
-                    parent = base + (key & ((1 << levels[j - 1]) - 1))
                     node = blocks[j][key] = len(out)
                     out.extend(array("I", [out[parent]]) * (1 << levels[j]))
                     out[parent] = node
                 base = node
-            first = base + ((addr >> shift) & mask)
-            if n == 1:
-                out[first] = e
             else:
-                out[first:first + n] = array("I", [e]) * n
+                if level >= last:
+                    raise ValueError(f"a /{p} below the last DIR level is not alone")
+                first = base + ((addr >> (width - bounds[level + 1])) & ((1 << levels[level]) - 1))
+                if n == 1:
+                    out[first] = e
+                else:
+                    out[first:first + n] = array("I", [e]) * n
     return out
 
 

@@ -183,13 +183,28 @@ struct hep_scope {
 };
 
 /* A hep_dir_v1 entry: HEP_DIR_LEAF set, the class in the other bits (all
- * ones: no class, an internal miss); else the next level's block, as an
- * entry index from the scope's root. Blocks are leaf-pushed: every entry
- * holds the answer of the longest prefix covering it, so a walk ends at
- * the first leaf. */
+ * ones: no class, an internal miss); HEP_DIR_RECORD set, a compare record
+ * (struct hep_dir_record) at that entry index from the scope's root; else
+ * the next level's block, as an entry index from the scope's root. Blocks
+ * are leaf-pushed: every entry holds the answer of the longest prefix
+ * covering it, so a walk ends at the first leaf or record. */
 enum {
 	HEP_DIR_LEAF = 0x80000000,
+	HEP_DIR_RECORD = 0x40000000,
 	HEP_DIR_MISS = 0xffffffff,
+	HEP_DIR_RECORD_LEN = 8,		/* entries a record takes, aligned to it */
+};
+
+/* A compare record: where only one prefix lies below an entry (the usual
+ * case past the first level of spread-out IPv6 prefixes), the entry points
+ * here instead of to a chain of blocks: an address inside the prefix gets
+ * in, any other out (the answer of the entry before the record). */
+struct hep_dir_record {
+	__u32 prefix[4];		/* host-order words, masked to plen */
+	__u32 plen;
+	__u32 in;			/* a leaf entry */
+	__u32 out;			/* a leaf entry */
+	__u32 pad;
 };
 
 /* hep_dir_v1 value: HEP_DIR_LINE entries, so a map element is a cache
@@ -444,6 +459,7 @@ _Static_assert(sizeof(struct hep_host4_key) == 8, "hep_host4_key layout");
 _Static_assert(sizeof(struct hep_host6_key) == 20, "hep_host6_key layout");
 _Static_assert(sizeof(struct hep_scope) == 40, "hep_scope layout");
 _Static_assert(sizeof(struct hep_dir_line) == 64, "hep_dir_line layout");
+_Static_assert(sizeof(struct hep_dir_record) == 4 * HEP_DIR_RECORD_LEN, "hep_dir_record layout");
 _Static_assert(sizeof(struct hep_slot) == 16, "hep_slot layout");
 _Static_assert(sizeof(struct hep_class) == 8, "hep_class header");
 _Static_assert(sizeof(struct hep_flow) == 88, "hep_flow layout");

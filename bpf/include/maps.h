@@ -118,13 +118,13 @@ struct {
  * key:   entry index / HEP_DIR_LINE, the entry index being gen *
  *        hep_config.dir_stride + hep_scope.root + the walk's offset
  * value: struct hep_dir_line: HEP_DIR_LINE entries (HEP_DIR_LEAF | class,
- *        or the next block)
+ *        the next block, or a compare record where one prefix is left)
  * writer: loader, through mmap (a generation's scopes, copied as they
- *         are); reader: datapath
+ *         are; an update writes the chunks that differ); reader: datapath
  * size:  loader: dir_stride per generation, with room; a scope is a DIR
- *        scope only while its blocks fit max(65,536, 16 x its prefixes)
- *        entries in at most HEP_STRIDE_MAX levels, else it stays a stride
- *        or trie scope */
+ *        scope only while its blocks and records fit max(262,144, 64 x
+ *        its prefixes) entries in at most HEP_STRIDE_MAX levels, else it
+ *        stays a stride or trie scope */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);

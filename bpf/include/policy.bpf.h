@@ -98,15 +98,14 @@ __noinline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 sid
 	if (sc->mode == HEP_SCOPE_DIR) {
 		__u32 base = gen * hep_cfg.dir_stride + sc->root;
 		const __u32 *a = side == HEP_SIDE_SRC ? f->saddr.v6_32 : f->daddr.v6_32;
-		__u32 w[4];
+		__u32 w[4] = { bpf_ntohl(a[0]) };
 
-		if (f->family == HEP_FAMILY_V4)
-			return hep_class_key(hep_dir4(&hep_dir_v1, sc, base, bpf_ntohl(a[0])), gen);
-		w[0] = bpf_ntohl(a[0]);
-		w[1] = bpf_ntohl(a[1]);
-		w[2] = bpf_ntohl(a[2]);
-		w[3] = bpf_ntohl(a[3]);
-		return hep_class_key(hep_dir6(&hep_dir_v1, sc, base, w), gen);
+		if (f->family == HEP_FAMILY_V6) {
+			w[1] = bpf_ntohl(a[1]);
+			w[2] = bpf_ntohl(a[2]);
+			w[3] = bpf_ntohl(a[3]);
+		}
+		return hep_class_key(hep_dir_walk(&hep_dir_v1, sc, base, w), gen);
 	}
 	if (f->family == HEP_FAMILY_V4) {
 		__be32 addr = side == HEP_SIDE_SRC ? f->saddr.v4 : f->daddr.v4;

@@ -82,7 +82,7 @@ def test_nested_prefixes_in_a_dir_answer_as_the_reference():
             sc = _scope(c, fam)
             assert sc.mode == abi.const("HEP_SCOPE_DIR"), fam
             assert sc.skip == shared, fam
-            assert 1 <= sc.n <= abi.const("HEP_STRIDE_MAX") and sc.skip + sum(list(sc.len)[:sc.n]) == (32 if fam == 4 else 128)
+            assert 1 <= sc.n <= abi.const("HEP_STRIDE_MAX") and sc.skip + sum(list(sc.len)[:sc.n]) < (32 if fam == 4 else 128)
             assert sc.miss != abi.const("HEP_SCOPE_LOOKUP")  # the compiler's /0: outside the shared bits
         assert not any(c.count(m) for m in (ADDR4, ADDR6, HOST4, HOST6))  # nothing in the tries or hashes
         assert c.count(DIR) == 2

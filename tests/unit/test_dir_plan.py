@@ -14,7 +14,7 @@ import pytest
 from hepbpf.loader import abi
 from hepbpf.loader.encode import dir_blocks, dir_budget, dir_plan, dir_prefix
 
-LEAF, MISS = abi.const("HEP_DIR_LEAF"), abi.const("HEP_DIR_MISS")
+LEAF, MISS, RECORD = abi.const("HEP_DIR_LEAF"), abi.const("HEP_DIR_MISS"), abi.const("HEP_DIR_RECORD")
 
 
 def _cls(i: int) -> bytes:
@@ -29,6 +29,12 @@ def _walk(blob, skip: int, levels, prefix: list[int], width: int, a: int, zero: 
     node, off = 0, skip
     for s in levels:
         e = blob[node + ((a >> (width - off - s)) & ((1 << s) - 1))]
+        if e & RECORD and not e & LEAF:  # a compare record
+            at = e & ~RECORD
+            assert at % 8 == 0
+            words, plen, inside, outside = blob[at:at + 4], blob[at + 4], blob[at + 5], blob[at + 6]
+            pfx = sum(w << (96 - 32 * i) for i, w in enumerate(words))
+            e = outside if ((a << (128 - width)) ^ pfx) >> (128 - plen) else inside
         if e & LEAF:
             return None if e == MISS else e & ~LEAF
         node, off = e, off + s
@@ -68,7 +74,7 @@ def test_walk_answers_as_longest_prefix_match(width):
         planned += 1
         skip, levels = plan
         longest = max(p for p in by_len if p)
-        assert skip + sum(levels) == longest and 0 <= skip < longest
+        assert skip + sum(levels) <= longest and 0 <= skip < longest
         assert all(1 <= s <= abi.const("HEP_DIR_BITS_MAX") for s in levels) and len(levels) <= 8
         ends = [skip + sum(levels[:i + 1]) for i in range(len(levels))]
         assert all(b // 32 == (e - 1) // 32 for b, e in zip([skip] + ends, ends))  # one word per level
@@ -92,14 +98,19 @@ def test_shared_bits_are_skipped():
     by_len = {0: {0: _cls(1)}, 48: {site | top: _cls(2)}, 64: {site | top | 7 << 64: _cls(3)},
               128: {site | 9: _cls(4)}}
     skip, levels = dir_plan(by_len, 128)
-    assert skip == 32 and skip + sum(levels) == 128
+    assert skip == 32 and skip + sum(levels) <= 128
     assert dir_prefix(by_len, skip, 128) == [0x20010DB8, 0, 0, 0]
 
 
-def test_spread_long_prefixes_past_the_budget_get_no_plan():
+def test_spread_prefixes_end_in_records_and_dense_ones_in_one_array():
     rnd = random.Random(7)
     by_len = {128: {rnd.getrandbits(128): _cls(i) for i in range(50)}}
-    assert dir_plan(by_len, 128) is None  # 50 /128s anywhere: 8 levels cannot reach them cheaply
+    skip, levels = dir_plan(by_len, 128)  # 50 /128s anywhere: a first level parts them, records do the rest
+    assert len(levels) == 1 and levels[0] <= 16
+    blob = dir_blocks(by_len, skip, levels, 128)
+    assert len(blob) <= (1 << levels[0]) + 50 * 8
+    for a in by_len[128]:
+        assert _walk(blob, skip, levels, dir_prefix(by_len, skip, 128), 128, a, None) == _lpm(by_len, 128, a)
     dense = {32: {(10 << 24) | i: _cls(2) for i in range(100_000)}, 0: {0: _cls(1)}}
     skip, levels = dir_plan(dense, 32)  # 100,000 neighbouring /32s: one array after the shared bits
     assert (skip, levels) == (15, (17,))
