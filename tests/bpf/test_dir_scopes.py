@@ -13,13 +13,12 @@ import random
 
 import pytest
 
-from hepbpf.compiler import compile_policy, evaluate, parse_spec
-from hepbpf.compiler.mapimage import CHAIN_INGRESS
 from hepbpf.loader import abi, encode
 from hepbpf.loader.datapath import load_image
 from hepbpf.loader.encode import content
-from hepbpf.loader.mapnames import ADDR4, ADDR6, DIR, HOST4, HOST6, SCOPE
+from hepbpf.loader.mapnames import ADDR4, ADDR6, DIR, HOST4, HOST6
 
+from ..addrscopes import compile_text, edge_addresses, kernel_verdicts, per_cidr_policy, source_scope, tcp_from
 from ..cases import gnp, hep
 
 pytestmark = pytest.mark.bpf
@@ -29,48 +28,12 @@ V6 = ["2001:db8:1:80::1000:5/128", "2001:db8:1:80::1000:0/100", "2001:db8:1:80::
       "2001:db8:1::/48", "2001:db8::/32"]
 
 
-def _policy(nets: list[str]) -> str:
-    rules = []
-    for i, n in enumerate(nets):  # in order given, alternating
-        action = "Deny" if i % 2 == 0 else "Allow"
-        rules.append(f'- {{action: {action}, protocol: TCP, source: {{nets: ["{n}"]}}}}')
-    return hep() + gnp("p", "selector: all()\ningress:\n" + "\n".join(rules) + "\n")
-
-
-def _addresses(nets: list[str]) -> list[str]:
-    out = []
-    for c in nets:
-        n = ipaddress.ip_network(c)
-        lo, hi = int(n.network_address), int(n.broadcast_address)
-        for a in (lo, hi, lo - 1, hi + 1, (lo + hi) // 2):
-            out.append(str(ipaddress.ip_address(a)))
-    return out
-
-
-def _packets(addrs: list[str]) -> list[str]:
-    return [f"tcp [{a}]:40000 -> [2001:db8::1]:80" if ":" in a else f"tcp {a}:40000 -> 192.0.2.1:80"
-            for a in addrs]
-
-
 def _compile(nets: list[str]):
-    return compile_policy([("p.yaml", _policy(nets))], node="n1", iface="eth1")
-
-
-def _scope(c, family: int):
-    sides = abi.const("HEP_SIDE_MAX")
-    key = ((CHAIN_INGRESS * sides + abi.const("HEP_SIDE_SRC")) * 2 + (family == 6)).to_bytes(4, "little")
-    return abi.unpack("struct hep_scope", c.maps[SCOPE][key])
+    return compile_text(per_cidr_policy(nets))
 
 
 def _check(dp, compiled, packets: list[str]) -> set[str]:
-    view = compiled.views[CHAIN_INGRESS]
-    verdicts = set()
-    for spec in packets:
-        pkt = parse_spec(spec)
-        got = dp.explain(pkt)
-        assert got == evaluate(view, pkt).as_json(), spec
-        verdicts.add(got["verdict"])
-    return verdicts
+    return set(kernel_verdicts(dp, compiled, packets))
 
 
 def test_nested_prefixes_in_a_dir_answer_as_the_reference():
@@ -79,7 +42,7 @@ def test_nested_prefixes_in_a_dir_answer_as_the_reference():
     with load_image(a.image, trace=True) as dp:
         c = dp.enc.content
         for fam, shared in ((4, 13), (6, 32)):  # 10.8.0.0/13 and 2001:db8::/32 hold all the others
-            sc = _scope(c, fam)
+            sc = source_scope(c, fam)
             assert sc.mode == abi.const("HEP_SCOPE_DIR"), fam
             assert sc.skip == shared, fam
             assert 1 <= sc.n <= abi.const("HEP_STRIDE_MAX") and sc.skip + sum(list(sc.len)[:sc.n]) < (32 if fam == 4 else 128)
@@ -87,7 +50,7 @@ def test_nested_prefixes_in_a_dir_answer_as_the_reference():
         assert not any(c.count(m) for m in (ADDR4, ADDR6, HOST4, HOST6))  # nothing in the tries or hashes
         assert c.count(DIR) == 2
         outside = ["203.0.113.1", "10.16.0.1", "2001:db9::1", "2001:db7:ffff::1"]
-        assert _check(dp, a, _packets(_addresses(nets) + outside)) == {"allow", "deny"}
+        assert _check(dp, a, tcp_from(edge_addresses(nets) + outside)) == {"allow", "deny"}
 
 
 def _random_nets(rnd: random.Random, n: int, family: int) -> list[str]:
@@ -109,14 +72,14 @@ def test_random_prefix_sets_answer_as_the_reference(seed):
     rnd.shuffle(nets)
     a = _compile(nets)
     c = content(a.image)
-    assert _scope(c, 4).mode == abi.const("HEP_SCOPE_DIR")
-    addrs = _addresses(nets)
+    assert source_scope(c, 4).mode == abi.const("HEP_SCOPE_DIR")  # IPv6: DIR, or strides if too deep
+    addrs = edge_addresses(nets)
     for fam, width, base in ((4, 32, "10.0.0.0"), (6, 128, "2001:db8::")):
         for _ in range(100):
             a_int = int(ipaddress.ip_address(base)) ^ rnd.getrandbits(rnd.choice((8, width // 2, width)))
             addrs.append(str(ipaddress.ip_address(a_int)))
     with load_image(a.image, trace=True) as dp:
-        _check(dp, a, _packets(addrs))
+        _check(dp, a, tcp_from(addrs))
 
 
 def _set_policy(nets: list[str]) -> str:
@@ -142,12 +105,11 @@ ingress:
 
 def test_updates_write_what_changed_and_switch_modes(monkeypatch):
     nets = [f"10.0.{i}.0/24" for i in range(40)]
-    a, b = (compile_policy([("p.yaml", _set_policy(n))], node="n1", iface="eth1")
-            for n in (nets, nets[1:] + ["10.0.200.0/24"]))
-    probes = _packets(["10.0.0.1", "10.0.200.1", "10.0.39.9", "10.0.99.1", "10.1.0.1"])
+    a, b = (compile_text(_set_policy(n)) for n in (nets, nets[1:] + ["10.0.200.0/24"]))
+    probes = tcp_from(["10.0.0.1", "10.0.200.1", "10.0.39.9", "10.0.99.1", "10.1.0.1"])
     with load_image(a.image, trace=True) as dp:
         gens = dp.generations
-        assert _scope(gens.held[gens.active], 4).mode == abi.const("HEP_SCOPE_DIR")
+        assert source_scope(gens.held[gens.active], 4).mode == abi.const("HEP_SCOPE_DIR")
         res = dp.update(b.image)  # one /24 out, one in: their entries, not the scope's
         assert not res.reloaded and 2 <= res.written <= 8, res
         assert _check(dp, b, probes) == {"allow", "deny"}
@@ -156,11 +118,11 @@ def test_updates_write_what_changed_and_switch_modes(monkeypatch):
         monkeypatch.setattr(encode, "stride_budget", lambda n: 0)
         res = dp.update(a.image)  # DIR -> trie, in the other generation
         assert not res.reloaded, res.reason
-        assert _scope(gens.held[gens.active], 4).mode == abi.const("HEP_SCOPE_TRIE")
+        assert source_scope(gens.held[gens.active], 4).mode == abi.const("HEP_SCOPE_TRIE")
         _check(dp, a, probes)
 
         monkeypatch.undo()
         res = dp.update(b.image)  # and back
         assert not res.reloaded, res.reason
-        assert _scope(gens.held[gens.active], 4).mode == abi.const("HEP_SCOPE_DIR")
+        assert source_scope(gens.held[gens.active], 4).mode == abi.const("HEP_SCOPE_DIR")
         _check(dp, b, probes)

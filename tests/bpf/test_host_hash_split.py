@@ -10,13 +10,12 @@ import sys
 
 import pytest
 
-from hepbpf.compiler import compile_policy, evaluate, parse_spec
-from hepbpf.compiler.mapimage import CHAIN_INGRESS
 from hepbpf.loader import encode
 from hepbpf.loader.datapath import load_image
 from hepbpf.loader.encode import Placement, lpm_prefixlen_of
 from hepbpf.loader.mapnames import ADDR4, ADDR6, HOST4, HOST6
 
+from ..addrscopes import compile_text, kernel_verdicts
 from ..cases import gnp, hep
 
 pytestmark = pytest.mark.bpf
@@ -48,19 +47,8 @@ PACKETS = ["tcp 198.51.100.7:40000 -> 192.0.2.1:80", "tcp 198.51.100.8:40000 -> 
            "tcp [2001:db8:1::7]:40000 -> [2001:db8::1]:80", "tcp [2001:db8:1::8]:40000 -> [2001:db8::1]:80"]
 
 
-def _compile(text: str):
-    return compile_policy([("p.yaml", text)], node="n1", iface="eth1")
-
-
 def _check(dp, compiled) -> list[str]:
-    view = compiled.views[CHAIN_INGRESS]
-    verdicts = []
-    for spec in PACKETS:
-        pkt = parse_spec(spec)
-        got = dp.explain(pkt)
-        assert got == evaluate(view, pkt).as_json(), spec
-        verdicts.append(got["verdict"])
-    return verdicts
+    return kernel_verdicts(dp, compiled, PACKETS)
 
 
 def _host_keys(dp, name: str, gen: int) -> set[bytes]:
@@ -70,7 +58,7 @@ def _host_keys(dp, name: str, gen: int) -> set[bytes]:
 
 
 def test_host_entry_beats_covering_prefix_and_goes_with_update():
-    a, b = _compile(WITH_HOST), _compile(WITHOUT_HOST)
+    a, b = compile_text(WITH_HOST), compile_text(WITHOUT_HOST)
     with load_image(a.image, trace=True) as dp:
         c = dp.enc.content
         assert c.count(HOST4) >= 1 and c.count(HOST6) >= 1  # the /32 and /128 went to the hashes

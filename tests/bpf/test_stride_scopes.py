@@ -11,15 +11,12 @@ import ipaddress
 
 import pytest
 
-from hepbpf.compiler import compile_policy, evaluate, parse_spec
-from hepbpf.compiler.mapimage import CHAIN_INGRESS
-from hepbpf.loader import abi
+from hepbpf.loader import abi, encode
 from hepbpf.loader.datapath import load_image
-from hepbpf.loader import encode
 from hepbpf.loader.encode import content
-from hepbpf.loader.mapnames import ADDR4, ADDR6, SCOPE
+from hepbpf.loader.mapnames import ADDR4, ADDR6
 
-from ..cases import gnp, hep
+from ..addrscopes import compile_text, edge_addresses, kernel_verdicts, per_cidr_policy, source_scope, tcp_from
 
 pytestmark = pytest.mark.bpf
 
@@ -38,53 +35,16 @@ SPREAD = [str(ipaddress.ip_network(f"2001:db8:1:80::1000:5/{p}", strict=False))
           for p in (128, 120, 112, 100, 90, 80, 64, 57, 48, 40)]
 
 
-def _policy(nets: list[str]) -> str:
-    rules = []
-    for i, n in enumerate(nets):  # longest first, alternating
-        action = "Deny" if i % 2 == 0 else "Allow"
-        rules.append(f'- {{action: {action}, protocol: TCP, source: {{nets: ["{n}"]}}}}')
-    return hep() + gnp("p", "selector: all()\ningress:\n" + "\n".join(rules) + "\n")
-
-
-def _addresses(nets: list[str]) -> list[str]:
-    out = []
-    for c in nets:
-        n = ipaddress.ip_network(c)
-        lo, hi = int(n.network_address), int(n.broadcast_address)
-        for a in (lo, hi, lo - 1, hi + 1, (lo + hi) // 2):
-            out.append(str(ipaddress.ip_address(a)))
-    return out
+def _compile(nets: list[str]):
+    return compile_text(per_cidr_policy(nets))
 
 
 def _packets(nets: list[str]) -> list[str]:
-    out = []
-    for a in _addresses(nets):
-        if ":" in a:
-            out.append(f"tcp [{a}]:40000 -> [2001:db8::1]:80")
-        else:
-            out.append(f"tcp {a}:40000 -> 192.0.2.1:80")
-    return out
-
-
-def _compile(nets: list[str]):
-    return compile_policy([("p.yaml", _policy(nets))], node="n1", iface="eth1")
-
-
-def _scope(content, family: int):
-    sides = abi.const("HEP_SIDE_MAX")
-    key = ((CHAIN_INGRESS * sides + abi.const("HEP_SIDE_SRC")) * 2 + (family == 6)).to_bytes(4, "little")
-    return abi.unpack("struct hep_scope", content.maps[SCOPE][key])
+    return tcp_from(edge_addresses(nets))
 
 
 def _check(dp, compiled, packets: list[str]) -> None:
-    view = compiled.views[CHAIN_INGRESS]
-    verdicts = set()
-    for spec in packets:
-        pkt = parse_spec(spec)
-        got = dp.explain(pkt)
-        assert got == evaluate(view, pkt).as_json(), spec
-        verdicts.add(got["verdict"])
-    assert verdicts == {"allow", "deny"}
+    assert set(kernel_verdicts(dp, compiled, packets)) == {"allow", "deny"}
 
 
 def test_nested_prefixes_in_strides_answer_as_the_reference():
@@ -93,7 +53,7 @@ def test_nested_prefixes_in_strides_answer_as_the_reference():
     with load_image(a.image, trace=True) as dp:
         c = dp.enc.content
         for fam in (4, 6):
-            sc = _scope(c, fam)
+            sc = source_scope(c, fam)
             assert sc.mode == abi.const("HEP_SCOPE_STRIDES"), fam
             assert 1 <= sc.n <= abi.const("HEP_STRIDE_MAX") and sc.len[0] == (32 if fam == 4 else 128)
             assert sc.miss != abi.const("HEP_SCOPE_LOOKUP")  # the compiler's /0
@@ -105,10 +65,10 @@ def test_nested_prefixes_in_strides_answer_as_the_reference():
 def test_past_the_budget_the_scope_keeps_the_trie_and_updates_switch_modes(monkeypatch):
     monkeypatch.setattr(encode, "stride_budget", lambda n: n)
     spread, strided = _compile(SPREAD), _compile(V6)
-    assert _scope(content(spread.image), 6).mode == abi.const("HEP_SCOPE_TRIE")
+    assert source_scope(content(spread.image), 6).mode == abi.const("HEP_SCOPE_TRIE")
     assert content(spread.image).count(ADDR6) >= len(SPREAD)
     with load_image(strided.image, trace=True) as dp:
-        assert _scope(dp.enc.content, 6).mode == abi.const("HEP_SCOPE_STRIDES")
+        assert source_scope(dp.enc.content, 6).mode == abi.const("HEP_SCOPE_STRIDES")
         _check(dp, strided, _packets(V6) + _packets(SPREAD))
 
         res = dp.update(spread.image)  # strides -> trie, in the other generation
