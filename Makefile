@@ -66,6 +66,9 @@ clean:
 # Kernels and logs are cached in /var/cache/hepbpf-vm (HEPBPF_VM_CACHE).
 KERNEL ?= all
 VM_APT_PACKAGES := qemu-system-x86 busybox-static kmod
+# A dead network fails the target in minutes instead of apt's own patience
+# (CI has 90 minutes); the kernel packages are fetched with the same bounds.
+VM_APT_NET := -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30 -o Acquire::Retries=2
 
 .PHONY: vm-deps vm-test vm-matrix
 
@@ -75,7 +78,9 @@ vm-deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		if [ "$$(id -u)" != 0 ]; then echo "run as root (or: sudo apt-get install $$missing)" >&2; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		timeout 300 apt-get $(VM_APT_NET) update -qq && DEBIAN_FRONTEND=noninteractive \
+			timeout 900 apt-get $(VM_APT_NET) install -y -qq --no-install-recommends $$missing \
+			|| { echo "vm-deps: could not install $$missing (apt says why above)" >&2; exit 1; }; \
 	fi
 
 vm-test: setup vm-deps

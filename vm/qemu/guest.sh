@@ -40,9 +40,12 @@ tar -C "$SOURCE" --exclude=./.git --exclude=./.venv -cf - . | tar -C /run/hepbpf
     || { echo "HEPBPF-VM-FAIL guest: cannot snapshot $SOURCE"; off; }
 mkdir -p /run/hepbpf-vm/tree/.venv
 mount --bind "$REPO/.venv" /run/hepbpf-vm/venv
+# Only now, with the snapshot taken and the venv held: SOURCE and REPO (a CI
+# clone) may be under the host's /tmp, which this tmpfs hides.
+mount -t tmpfs tmpfs /tmp
+mkdir -p "$REPO"
 mount --bind /run/hepbpf-vm/tree "$REPO"
 mount --bind /run/hepbpf-vm/venv "$REPO/.venv"
-mount -t tmpfs tmpfs /tmp  # only now: SOURCE may be under the host's /tmp
 cd "$REPO" || { echo "HEPBPF-VM-FAIL guest: no $REPO"; off; }
 echo "HEPBPF-VM-BEGIN load"
 "$PYTHON" -m hepbpf.vm.qemu.guest load

@@ -9,6 +9,7 @@ counts. Exits non-zero if any kernel fails, after the whole report.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shlex
@@ -35,6 +36,7 @@ PYTEST_ARGS = ("-q tests/bpf/test_differential.py tests/bpf/test_libbpf_binding.
                "tests/netns/test_policy_traffic.py::test_case_traffic[allow-one-port-end-of-tier-native] "
                "tests/netns/test_policy_traffic.py::test_case_traffic[allow-one-port-end-of-tier-generic]")
 MEMORY = "3G"
+LOCK = Path("/run/lock/hepbpf-vm-test.lock")
 
 
 @dataclass
@@ -249,6 +251,36 @@ def summary(r: Result) -> str:
             f"wall {r.wall_s:.0f} s" + (f"  ({r.failure})" if r.failure else ""))
 
 
+def lock(wait: float):
+    """One vm-test at a time on this machine, whatever its cache: runs with
+    one cache share its per-kernel files (settings, socket, logs, reports),
+    and any two TCG guests on two CPUs stretch each other's timings. Waits
+    at most WAIT seconds for another run (another tree's, another
+    session's) to finish."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    f = open(LOCK, "a+")
+    deadline, said = time.monotonic() + wait, False
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                f.seek(0)
+                raise RuntimeError(f"another vm-test still holds {LOCK} after {wait:.0f} s: "
+                                   f"{f.read().strip() or '?'}") from None
+            if not said:
+                f.seek(0)
+                print(f"waiting (at most {wait:.0f} s) for another vm-test: {f.read().strip() or '?'}", flush=True)
+                said = True
+            time.sleep(2)
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}, tree {REPO}, cache {CACHE}, since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+    f.flush()
+    return f  # held until the process exits
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hepbpf.vm.qemu.run", description=__doc__.split("\n")[0])
     ap.add_argument("kernel", nargs="?", default="all", help="a name from vm/kernels.txt, several with commas, or all")
@@ -258,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tree", type=Path, default=REPO,
                     help="run this copy of the tree (objects built) instead of the live one, e.g. a "
                          "`git worktree` of a commit; the guest sees it at the repo's path")
+    ap.add_argument("--lock-wait", type=float, default=float(os.environ.get("HEPBPF_VM_LOCK_WAIT", 1800)),
+                    help="seconds to wait for another vm-test run on this machine (default 1800)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("vm-test needs root (virtiofsd shares /, depmod writes the kernel cache)", file=sys.stderr)
@@ -267,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
+    try:
+        held = lock(args.lock_wait)  # noqa: F841 - the lock lives as long as this frame
+    except RuntimeError as e:
+        print(f"vm-test: {e}", file=sys.stderr)
+        return 1
     tree = describe_tree(args.tree.resolve())
     print(f"tree: {tree}\npytest {args.pytest_args}", flush=True)
     results = []
