@@ -274,25 +274,23 @@ class Datapath:
             ctx = SKB_CTX.pack(*([0] * 9), ingress_ifindex, 0)
             retval, _, _ = self.tc_prog.test_run(data, ctx=ctx)
             allow = TC_ACT_UNSPEC
-        for v in per_cpu(trace.lookup(key, percpu=True), "struct hep_verdict"):
+        for cpu, v in enumerate(per_cpu(trace.lookup(key, percpu=True), "struct hep_verdict")):
             if v.verdict:
                 slot = None if v.slot == 0xFFFFFFFF else v.slot
                 verdict = "allow" if v.verdict == 1 else "deny"
                 if (retval == allow) != (verdict == "allow") and not self.enc.rodata["audit"]:
                     raise RuntimeError(f"the program returned {retval} but traced {verdict}")
-                return KernelVerdict(retval, verdict, REASON_NAMES[v.reason], slot, self._notes(), v.gen)
+                return KernelVerdict(retval, verdict, REASON_NAMES[v.reason], slot, self._notes(cpu), v.gen)
         raise RuntimeError("the program left no trace: was it loaded with trace=True?")
 
-    def _notes(self) -> tuple[tuple[int, bool], ...]:
-        """The notes of the last packet run (on whichever CPU ran it)."""
+    def _notes(self, cpu: int) -> tuple[tuple[int, bool], ...]:
+        """The notes of the last packet run, which ran on ``cpu`` (the one
+        whose trace it left): another CPU's notes are an older packet's."""
         audit_bit = abi.const("HEP_NOTE_AUDIT")
         cap = abi.const("HEP_MAX_NOTES")
         raw = self.obj.map(NOTES).lookup((0).to_bytes(4, sys.byteorder), percpu=True)
-        best: tuple = ()
-        for nt in per_cpu(raw, "struct hep_notes"):
-            got = tuple((s & ~audit_bit, bool(s & audit_bit)) for s in list(nt.slot)[:min(nt.n, cap)])
-            best = max(best, got, key=len)
-        return best
+        nt = per_cpu(raw, "struct hep_notes")[cpu]
+        return tuple((s & ~audit_bit, bool(s & audit_bit)) for s in list(nt.slot)[:min(nt.n, cap)])
 
     def set_local(self, addr, local: bool) -> None:
         """Make ``addr`` one of the host's addresses, or not (ingress packets

@@ -110,8 +110,8 @@ class Content:
     kept as segments, one entry per table (key: the table number, value:
     __u32 triples lo, hi, class), hep_dir_v1 as one entry per DIR scope
     (key: its root, the entry index where it starts in a generation;
-    value: its entries, __u32 each), and hep_class_v1 values as ``nwords``
-    words, padded to the object's when written."""
+    value: its entries, __u32 each), and hep_class_v2 values as the
+    summary and ``nwords`` words, padded to the object's when written."""
 
     nwords: int
     maps: dict[str, dict[bytes, bytes]]
@@ -158,8 +158,8 @@ class Capacity:
         def room(n: int, floor: int) -> int:
             return n + n // 4 + floor
 
-        # Words get less room than entries: each costs the verifier ~90
-        # instructions (hep_scan's loop is verified word by word).
+        # Words get less room than entries: each costs the verifier ~100
+        # instructions (hep_scan's loop is verified pass by pass).
         return cls(nwords=min(abi.const("HEP_MAX_WORDS"), c.nwords + max(1, c.nwords // 16)),
                    classes=room(c.count(CLASS), 16), port_tables=room(c.count(PORT), 1),
                    addr4=room(c.count(ADDR4), 64), addr6=room(c.count(ADDR6), 64),
@@ -199,8 +199,32 @@ def _keyed_layout(ctype: str) -> tuple[bytes, int, int]:
     return abi.pack(ctype), f.offsetof(ctype, "gen"), addr
 
 
+@cache
+def _word_starts(nwords: int) -> int:
+    """Bit 0 of each of ``nwords`` 64-bit words."""
+    return int.from_bytes((b"\x01" + bytes(7)) * nwords, "little")
+
+
+_DIGITS = bytes.maketrans(b"\x00\x01", b"01")
+
+
+def class_summary(vec: int, nwords: int) -> int:
+    """hep_class.sum of a class vector: bit j set iff 64-bit word j is not
+    zero. Each word is ORed into its bit 0 (the shifts add up to 63, so no
+    word reaches its neighbour's bit 0), then those bits are gathered: no
+    Python loop over words (45,000 classes of 157 words: 0.2 s, not 0.5)."""
+    t = vec | vec >> 32
+    t |= t >> 16
+    t |= t >> 8
+    t |= t >> 4
+    t |= t >> 2
+    t |= t >> 1
+    flags = (t & _word_starts(nwords)).to_bytes(8 * nwords, "little")[::8]  # a byte 0 or 1 per word
+    return int(flags[::-1].translate(_DIGITS), 2)
+
+
 def _class_ids(img: MapImage, like: Content | None) -> tuple[list[int], dict[bytes, bytes]]:
-    """A class id per class of ``img``, and hep_class_v1's entries. With
+    """A class id per class of ``img``, and hep_class_v2's entries. With
     ``like`` (what the generation to be written holds), a class whose
     vector ``like`` has keeps its id there, so the entries that name it
     (addresses, protocols, ports) are unchanged and an update writes only
@@ -208,21 +232,20 @@ def _class_ids(img: MapImage, like: Content | None) -> tuple[list[int], dict[byt
     numbers classes afresh each time, so one rule more or less would
     otherwise renumber most of them."""
     values = []
-    heads: dict[tuple[int, int], bytes] = {}
     nbytes = 8 * img.nwords
+    sum_words = abi.const("HEP_SUM_WORDS")
+    assert abi.sizeof("struct hep_class") == 8 * sum_words
     little = sys.byteorder == "little"
     for klass, vec in enumerate(img.classes):
-        # img.class_words() per class, without its tuple of words: the
-        # vector's bytes are the words, as hep_class.w holds them.
-        if vec:
-            lh = (((vec & -vec).bit_length() - 1) // 64, (vec.bit_length() - 1) // 64)
+        # The summary's and the vector's bytes are the words, as
+        # hep_class.sum and .w hold them (img.class_words() per class,
+        # without its tuple of words).
+        summary = class_summary(vec, img.nwords)
+        if little:
+            values.append(summary.to_bytes(8 * sum_words, "little") + vec.to_bytes(nbytes, "little"))
         else:
-            lh = (1, 0)
-        head = heads.get(lh)
-        if head is None:
-            head = heads[lh] = abi.pack("struct hep_class", {"lo": lh[0], "hi": lh[1]})
-        words = vec.to_bytes(nbytes, "little") if little else array("Q", img.class_words(klass)[2]).tobytes()
-        values.append(head + words)
+            head = array("Q", [(summary >> 64 * i) & (2**64 - 1) for i in range(sum_words)])
+            values.append(head.tobytes() + array("Q", img.class_words(klass)[2]).tobytes())
     if like is None or like.nwords != img.nwords:
         return list(range(len(values))), {_u32(i): v for i, v in enumerate(values)}
     old = {v: int.from_bytes(k, sys.byteorder) for k, v in like.maps[CLASS].items()}
@@ -858,7 +881,7 @@ class EncodedImage:
 
     rodata: dict  # hep_config fields
     sizes: dict[str, int]  # map name -> max_entries
-    value_sizes: dict[str, int]  # map name -> value size (hep_class_v1)
+    value_sizes: dict[str, int]  # map name -> value size (hep_class_v2)
     content: Content
     capacity: Capacity
     local: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)

@@ -18,6 +18,7 @@
 enum hep_limits {
 	HEP_MAX_WORDS = 256,		/* 64-bit words per rule bit vector */
 	HEP_MAX_SLOTS = HEP_MAX_WORDS * 64, /* rule slots per chain */
+	HEP_SUM_WORDS = HEP_MAX_WORDS / 64, /* hep_class.sum: a bit per word */
 	HEP_MAX_HOPS = 16,		/* Pass hops per packet = tiers per chain */
 	HEP_MAX_NOTED = 64,		/* Log and audited Deny slots per chain */
 	HEP_MAX_NOTES = 16,		/* of which recorded (and reported) per packet */
@@ -222,13 +223,16 @@ struct hep_proto_ent {
 	__u32 port_base;		/* port 0 in hep_port_v1, + gen * port_stride */
 };
 
-/* hep_class_v1 value, at class id + gen * hep_config.class_stride: the
- * rules (slots) an address, protocol or port class admits. Words outside [lo, hi] are zero, so the scan skips them.
- * The value size is set by the loader: 8 + 8 * hep_config.nwords. */
+/* hep_class_v2 value, at class id + gen * hep_config.class_stride: the
+ * rules (slots) an address, protocol or port class admits, w[] bit i =
+ * slot i. sum[] summarises w[]: bit j is set iff w[j] is not zero, so the
+ * scan ANDs four summaries to find the words where a common bit can be,
+ * rather than reading every word (first and last word bounds were no use:
+ * the catch-all slots at both ends put every class in word 0 and the
+ * last). The value size is set by the loader: 32 + 8 * hep_config.nwords.
+ * (v1: a __u16 lo, hi of the non-zero words instead of sum[].) */
 struct hep_class {
-	__u16 lo;			/* first non-zero word */
-	__u16 hi;			/* last non-zero word; lo > hi: empty */
-	__u32 pad;
+	__u64 sum[4];			/* HEP_SUM_WORDS: one bit per word of w[] */
 	__u64 w[];
 };
 
@@ -438,7 +442,7 @@ struct hep_evrate {
 struct hep_config {
 	__u32 nwords;			/* words per class vector, 1..HEP_MAX_WORDS */
 	__u32 slot_stride;		/* nwords * 64: slots per chain */
-	__u32 class_stride;		/* hep_class_v1 entries per generation */
+	__u32 class_stride;		/* hep_class_v2 entries per generation */
 	__u32 port_stride;		/* hep_port_v1 entries per generation */
 	__u32 dir_stride;		/* hep_dir_v1 entries per generation */
 	__u8 trace;			/* record verdicts in hep_trace_v1 */
@@ -461,7 +465,7 @@ _Static_assert(sizeof(struct hep_scope) == 40, "hep_scope layout");
 _Static_assert(sizeof(struct hep_dir_line) == 64, "hep_dir_line layout");
 _Static_assert(sizeof(struct hep_dir_record) == 4 * HEP_DIR_RECORD_LEN, "hep_dir_record layout");
 _Static_assert(sizeof(struct hep_slot) == 16, "hep_slot layout");
-_Static_assert(sizeof(struct hep_class) == 8, "hep_class header");
+_Static_assert(sizeof(struct hep_class) == 8 * HEP_SUM_WORDS, "hep_class header");
 _Static_assert(sizeof(struct hep_flow) == 88, "hep_flow layout");
 _Static_assert(sizeof(struct hep_ct_key) == 40, "hep_ct_key layout");
 _Static_assert(sizeof(struct hep_ct_val) == 32, "hep_ct_val layout");

@@ -180,17 +180,19 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 } hep_port_v1 SEC(".maps");
 
-/* hep_class_v1: the rule bit vector of each class.
+/* hep_class_v2: the rule bit vector of each class, with its summary.
  * key:   __u32 class id + gen * hep_config.class_stride
  * value: struct hep_class + nwords * __u64; no BTF value type, so the
- *        loader can size it to the policy (value_size = 8 + 8 * nwords)
- * size:  loader: class_stride (distinct vectors, with room) per generation */
+ *        loader can size it to the policy (value_size = 32 + 8 * nwords)
+ * size:  loader: class_stride (distinct vectors, with room) per generation
+ * v2: the summary words replaced lo/hi (a new layout, so an object loaded
+ * by an older hepbpf is reloaded rather than updated in place). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, sizeof(struct hep_class) + 8);
 	__uint(max_entries, 1);
-} hep_class_v1 SEC(".maps");
+} hep_class_v2 SEC(".maps");
 
 /* hep_slot_v1: what each rule slot does.
  * key:   (gen * HEP_CHAIN_MAX + chain) * hep_config.slot_stride + slot
