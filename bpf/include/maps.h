@@ -60,7 +60,7 @@ struct {
 
 /* hep_addr4_v1: IPv4 address classes of trie scopes (struct hep_scope).
  * key:   struct hep_lpm4_key {chain, side, gen} exact, address by prefix
- * value: __u32 class id (of the key's generation) into hep_class_v1
+ * value: __u32 class id (of the key's generation) into hep_class_v2
  * size:  loader: both generations' capacity of distinct CIDRs per scope,
  *        plus the /0s (deleted entries are freed one by one; no large
  *        frees on the update path) */
