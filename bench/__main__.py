@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                 windows=3, progress=sys.stderr)
     if not args.quick:
         from .cidrset import measure_cidrset
-        _say("in-kernel: a 100,000-CIDR set, hepbpf's host hash + trie against one trie")
+        _say("in-kernel: a 100,000-CIDR set, hepbpf's scope (DIR, or host hash + trie) against one trie")
         with _pinned(1):
             data["cidr_set"] = measure_cidrset(families)
         try:
