@@ -277,13 +277,9 @@ __noinline __u32 bench_cidr_split(const union hep_addr *a, __u32 v6)
 	if (!sc || !a)
 		return ~0U;
 	if (sc->mode == HEP_SCOPE_DIR) {
-		__u32 w[4] = { bpf_ntohl(a->v6_32[0]) };
+		__u32 w[4];
 
-		if (v6) {
-			w[1] = bpf_ntohl(a->v6_32[1]);
-			w[2] = bpf_ntohl(a->v6_32[2]);
-			w[3] = bpf_ntohl(a->v6_32[3]);
-		}
+		hep_dir_words(a, v6, w);
 		return hep_dir_walk(&bench_cidr_dir_v1, sc, sc->root, w);
 	}
 	if (!v6) {

@@ -121,8 +121,12 @@ class Content:
 
     def dir_entries(self) -> int:
         """hep_dir_v1 entries a generation of this content spans."""
-        return max((int.from_bytes(k, sys.byteorder) + len(v) // 4 for k, v in self.maps.get(DIR, {}).items()),
-                   default=0)
+        return dir_span(self.maps.get(DIR, {}))
+
+
+def dir_span(dirs: dict[bytes, bytes]) -> int:
+    """Where the last of these DIR scopes (root -> entries) ends, in entries."""
+    return max((int.from_bytes(k, sys.byteorder) + len(v) // 4 for k, v in dirs.items()), default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,7 +508,8 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
     # its first bounds[j] bits (j >= 1)
     below: list[Counter] = [Counter()]
     for b in bounds[1:]:
-        below.append(Counter(itertools.chain.from_iterable(map(rshift, by_len[p], repeat(width - b)) for p in longer if p > b)))
+        below.append(Counter(itertools.chain.from_iterable(
+            map(rshift, by_len[p], repeat(width - b)) for p in longer if p > b)))
     blocks: list[dict[int, int]] = [{} for _ in bounds]
     leaves: dict[bytes, int] = {}  # class bytes -> entry (a policy has few classes)
     zeros = array("I", [0]) * rec_len
@@ -539,9 +544,7 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
                     out.extend(array("I", [out[parent]]) * (1 << levels[j]))
                     out[parent] = node
                 base = node
-            else:
-                if level >= last:
-                    raise ValueError(f"a /{p} below the last DIR level is not alone")
+            else:  # level < last: at the last level it was a record, or raised
                 first = base + ((addr >> (width - bounds[level + 1])) & ((1 << levels[level]) - 1))
                 if n == 1:
                     out[first] = e
@@ -584,14 +587,13 @@ def scope_entries(by_len: dict[int, dict[int, bytes]], width: int, chain: int, s
     lookup = abi.const("HEP_SCOPE_LOOKUP")
     if len(by_len) == 1 and 0 in by_len:
         return abi.pack("struct hep_scope", {"klass": int.from_bytes(by_len[0][0], sys.byteorder)})
+    miss = int.from_bytes(by_len[0][0], sys.byteorder) if 0 in by_len else lookup  # the /0's class
     plan = dir_plan(by_len, width, abi.const("HEP_STRIDE_MAX")) if dirs is not None else None
     if plan is not None:
         skip, levels = plan
         line = abi.const("HEP_DIR_LINE")
-        root = -(-max((int.from_bytes(k, sys.byteorder) + len(v) // 4 for k, v in dirs.items()), default=0)
-                 // line) * line  # each scope from a cache line of its own
+        root = -(-dir_span(dirs) // line) * line  # each scope from a cache line of its own
         dirs[_u32(root)] = dir_blocks(by_len, skip, levels, width).tobytes()
-        miss = int.from_bytes(by_len[0][0], sys.byteorder) if 0 in by_len else lookup
         return abi.pack("struct hep_scope", {"klass": lookup, "miss": miss, "mode": abi.const("HEP_SCOPE_DIR"),
                                              "n": len(levels), "len": list(levels), "root": root, "skip": skip,
                                              "prefix": dir_prefix(by_len, skip, width)})
@@ -599,7 +601,6 @@ def scope_entries(by_len: dict[int, dict[int, bytes]], width: int, chain: int, s
     if strides is not None:
         for plen, blocks in expand_prefixes(by_len, strides, width).items():
             host.update(zip(host_keys(chain, side, plen, width, blocks), blocks.values()))
-        miss = int.from_bytes(by_len[0][0], sys.byteorder) if 0 in by_len else lookup
         return abi.pack("struct hep_scope", {"klass": lookup, "miss": miss, "mode": abi.const("HEP_SCOPE_STRIDES"),
                                              "n": len(strides), "len": list(strides)})
     ctype = KEYED_MAPS[ADDR4 if width == 32 else ADDR6]

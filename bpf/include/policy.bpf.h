@@ -96,15 +96,9 @@ __noinline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 sid
 	if (sc->klass != HEP_SCOPE_LOOKUP)
 		return hep_class_key(sc->klass, gen);
 	if (sc->mode == HEP_SCOPE_DIR) {
-		__u32 base = gen * hep_cfg.dir_stride + sc->root;
-		const __u32 *a = side == HEP_SIDE_SRC ? f->saddr.v6_32 : f->daddr.v6_32;
-		__u32 w[4] = { bpf_ntohl(a[0]) };
+		__u32 base = gen * hep_cfg.dir_stride + sc->root, w[4];
 
-		if (f->family == HEP_FAMILY_V6) {
-			w[1] = bpf_ntohl(a[1]);
-			w[2] = bpf_ntohl(a[2]);
-			w[3] = bpf_ntohl(a[3]);
-		}
+		hep_dir_words(side == HEP_SIDE_SRC ? &f->saddr : &f->daddr, f->family == HEP_FAMILY_V6, w);
 		return hep_class_key(hep_dir_walk(&hep_dir_v1, sc, base, w), gen);
 	}
 	if (f->family == HEP_FAMILY_V4) {

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Longest-prefix match by controlled prefix expansion. BPF only.
+/* Longest-prefix match without a trie walk: controlled prefix expansion
+ * (stride scopes) and multibit tries of arrays (DIR scopes). BPF only.
  *
  * A stride scope (struct hep_scope, mode HEP_SCOPE_STRIDES) holds its
  * prefixes expanded to a few stride lengths, every block in an exact-match
  * hash keyed by (scope, stride, address masked to the stride); the first
  * hit, longest stride first, is the trie's answer, and no hit means the
- * scope's /0 (loader/encode.py expand_prefixes proves it). A few hash lookups replace a trie walk,
- * which with 100,000 entries costs most of a microsecond.
+ * scope's /0 (loader/encode.py expand_prefixes proves it). A few hash
+ * lookups replace a trie walk, which with 100,000 entries costs most of a
+ * microsecond.
  *
  * A DIR scope (mode HEP_SCOPE_DIR) is a multibit trie of arrays instead:
  * level i indexes the next len[i] bits of the address into a block of
@@ -140,6 +142,16 @@ static __always_inline int hep_dir_step(void *dir, __u32 base, __u32 *node, cons
 	r = (const void *)&l->e[i & (HEP_DIR_LINE - HEP_DIR_RECORD_LEN)];
 	*klass = hep_dir_class(hep_dir_outside(a, r->prefix, r->plen) ? r->out : r->in);
 	return 1;
+}
+
+/* An address as hep_dir_walk takes it: four host-order words, an IPv4
+ * address in the first and zeros after it. */
+static __always_inline void hep_dir_words(const union hep_addr *a, int v6, __u32 *w)
+{
+	w[0] = bpf_ntohl(a->v6_32[0]);	/* v4 shares these bytes */
+	w[1] = v6 ? bpf_ntohl(a->v6_32[1]) : 0;
+	w[2] = v6 ? bpf_ntohl(a->v6_32[2]) : 0;
+	w[3] = v6 ? bpf_ntohl(a->v6_32[3]) : 0;
 }
 
 /* The class of an address (four host-order words; IPv4: the first, the
