@@ -44,10 +44,11 @@ from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import conntrack, libbpf, tc
 from .datapath import Datapath, Generations, UpdateResult, fit_problem, load_image
-from .encode import CT_DEFAULT_SIZE, Capacity, EventSettings, dump_generations, load_generations, local_key
+from .encode import (CT_DEFAULT_SIZE, Capacity, EventSettings, dump_generations, hostaddr_lines, load_generations,
+                     local_key)
 from .events import event_totals, read_ev_stats
-from .mapnames import (ALL_MAPS, CT, CT_STATS, CTSEEN, EV_STATS, EVENTS, GEN, LOCAL4, LOCAL6, REASON_STATS, RULE_STATS,
-                       SYNC, UPDATE_MAPS, XDP_PROGRAM)
+from .mapnames import (ALL_MAPS, CT, CT_STATS, CTSEEN, EV_STATS, EVENTS, GEN, HOSTADDR, LOCAL4, LOCAL6, REASON_STATS,
+                       RULE_STATS, SYNC, UPDATE_MAPS, XDP_PROGRAM)
 from .netdev import local_nets
 from .percpu import read_stats
 
@@ -530,7 +531,7 @@ def sync_addresses(iface: str) -> tuple[int, int, int]:
     current = _query(ifindex)
     if not (current["prog_id"] and _ours(current["prog_id"])):
         raise AttachError(f"{iface}: hepbpf is not attached")
-    maps = maps_of(current["prog_id"], (LOCAL4, LOCAL6))
+    maps = maps_of(current["prog_id"], (LOCAL4, LOCAL6, HOSTADDR))
     nets = local_nets()
     added = removed = 0
     try:
@@ -543,6 +544,9 @@ def sync_addresses(iface: str) -> tuple[int, int, int]:
                 added += 1
             for k in have - want:
                 removed += m.delete(k)
+        # After the tries: an address dropped from both is forwarded only
+        # once its line is gone too.
+        maps[HOSTADDR].update_batch(*hostaddr_lines(nets))
     finally:
         for m in maps.values():
             m.close()

@@ -32,11 +32,11 @@ from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import abi, conntrack
 from .encode import (CT_DEFAULT_SIZE, Capacity, Changes, Content, EncodedImage, EventSettings, Placement,
-                     content, encode, local_key)
+                     content, encode, hostaddr_lines, local_key)
 from .frames import frame
 from .libbpf import BPF_F_MMAPABLE, BpfObject, Map
-from .mapnames import (CLASS, CT, CTSEEN, DIR, EVENTS, GEN, LOCAL4, LOCAL6, NOTES, PORT, RULE_STATS, SYNC, TC_PROGRAM,
-                       TRACE, UPDATE_MAPS, XDP_OBJECT, XDP_PROGRAM)
+from .mapnames import (CLASS, CT, CTSEEN, DIR, EVENTS, GEN, HOSTADDR, LOCAL4, LOCAL6, NOTES, PORT, RULE_STATS, SYNC,
+                       TC_PROGRAM, TRACE, UPDATE_MAPS, XDP_OBJECT, XDP_PROGRAM)
 from .percpu import per_cpu
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -301,6 +301,11 @@ class Datapath:
             m.update(key, b"\x01")
         else:
             m.delete(key)
+        # The exact-address lines follow the tries: rebuilt from what they
+        # hold now.
+        nets = [ipaddress.ip_network((int.from_bytes(k[4:], "big"), int.from_bytes(k[:4], sys.byteorder)))
+                for name in (LOCAL4, LOCAL6) for k in self.obj.map(name).keys()]
+        self.obj.map(HOSTADDR).update_batch(*hostaddr_lines(nets))
 
     def ct_map(self):
         return self.obj.map(CT)

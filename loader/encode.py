@@ -28,8 +28,8 @@ from hepbpf.compiler.alloc import gc_paused
 from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
 
 from . import abi
-from .mapnames import (ADDR4, ADDR6, CLASS, CT, DIR, EVENTS, HOST4, HOST6, LOCAL4, LOCAL6, PORT, PROTO, RULE_STATS,
-                       SCOPE, SLOT)
+from .mapnames import (ADDR4, ADDR6, CLASS, CT, DIR, EVENTS, HOST4, HOST6, HOSTADDR, LOCAL4, LOCAL6, PORT, PROTO,
+                       RULE_STATS, SCOPE, SLOT)
 
 GEN_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, PROTO, PORT, CLASS, SLOT, DIR)  # what a generation holds
 # Maps whose keys carry the generation in a byte (the others: in the index),
@@ -88,6 +88,38 @@ class EventSettings:
         if self.buffer < 4096 or self.buffer & (self.buffer - 1):
             return f"event buffer must be a power of 2 of at least 4096 bytes, not {self.buffer}"
         return None
+
+
+def hostaddr_line(addr) -> int:
+    """hep_hostaddr_line() (policy.bpf.h) of an address: its 32-bit words
+    as the datapath loads them (network-order bytes, host byte order),
+    XORed, times HEP_HOSTADDR_MUL, the top HEP_HOSTADDR_BITS."""
+    packed = addr.packed
+    x = 0
+    for i in range(0, len(packed), 4):
+        x ^= int.from_bytes(packed[i:i + 4], sys.byteorder)
+    bits = abi.const("HEP_HOSTADDR_BITS")
+    return (x * abi.const("HEP_HOSTADDR_MUL") & 0xFFFFFFFF) >> (32 - bits)
+
+
+def hostaddr_lines(nets) -> tuple[list[bytes], list[bytes]]:
+    """Every line of hep_hostaddr_v1 (keys, values) for the host's networks:
+    each /32 and /128 on its line, the first in sorted order where two
+    share one (the other is left to the tries); the rest empty."""
+    n = 1 << abi.const("HEP_HOSTADDR_BITS")
+    values = [abi.pack("struct hep_hostaddr", {"family": 0, "addr": [0] * 16})] * n
+    taken: set[int] = set()
+    for net in sorted(nets, key=lambda x: (x.version, x)):
+        if net.prefixlen != net.max_prefixlen:
+            continue
+        line = hostaddr_line(net.network_address)
+        if line in taken:
+            continue
+        taken.add(line)
+        addr = list(net.network_address.packed.ljust(16, b"\0"))
+        family = abi.const("HEP_FAMILY_V4" if net.version == 4 else "HEP_FAMILY_V6")
+        values[line] = abi.pack("struct hep_hostaddr", {"family": family, "addr": addr})
+    return [i.to_bytes(4, sys.byteorder) for i in range(n)], values
 
 
 def local_key(net) -> bytes:
@@ -905,9 +937,11 @@ def encode(img: MapImage, *, trace: bool = False, local_nets: tuple | None = Non
     cap = capacity or Capacity.with_room(c)
     if cap.problem(c):
         raise ValueError(cap.problem(c))
-    local: dict[str, list[tuple[bytes, bytes]]] = {LOCAL4: [], LOCAL6: []}
+    local: dict[str, list[tuple[bytes, bytes]]] = {LOCAL4: [], LOCAL6: [], HOSTADDR: []}
     for net in local_nets or ():
         local[LOCAL4 if net.version == 4 else LOCAL6].append((local_key(net), b"\x01"))
+    if local_nets is not None:
+        local[HOSTADDR] = list(zip(*hostaddr_lines(local_nets)))
     sizes = {
         **{k: max(1, n) for k, n in cap.sizes().items()},
         # Room for addresses the host gains later (attach --sync-addresses).

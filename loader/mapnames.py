@@ -18,14 +18,15 @@ CT_STATS = "hep_ctstat_v1"
 CTSEEN = "hep_ctseen_v1"
 LOCAL4 = "hep_local4_v1"
 LOCAL6 = "hep_local6_v1"
+HOSTADDR = "hep_hostaddr_v1"
 NOTES = "hep_notes_v1"
 EVENTS = "hep_events_v1"
 EV_STATS = "hep_evstat_v1"
-EV_RATE = "hep_evrate_v1"
+EV_RATE = "hep_evrate_v2"
 GEN = "hep_gen_v1"
 SYNC = "hep_sync_v1"
 
-POLICY_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, DIR, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6)
+POLICY_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, DIR, PROTO, PORT, CLASS, SLOT, LOCAL4, LOCAL6, HOSTADDR)
 # What an update in place writes: the policy of a generation, its rule
 # counters, and the switch (hep_gen_v1 is found through hep_sync_v1).
 UPDATE_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, DIR, PROTO, PORT, CLASS, SLOT, RULE_STATS, SYNC)

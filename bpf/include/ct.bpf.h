@@ -263,6 +263,34 @@ close:
 	return 1;
 }
 
+/* The key of the flow a packet belongs to (an ICMP error: the flow it
+ * quotes). Returns: 1 if the source is endpoint a of the key. */
+static __always_inline int hep_ct_packet_key(const struct hep_flow *f, struct hep_ct_key *k)
+{
+	if (f->ct == HEP_CT_ERROR) {
+		hep_ct_key(k, f->family, f->inner.proto, f->inner.icmp_code, &f->inner.saddr,
+			   f->inner.sport, &f->inner.daddr, f->inner.dport);
+		return 0;
+	}
+	return hep_ct_flow_key(f, k);
+}
+
+/* The pre-filter alone, by the cached clock: 0 if no live flow can have
+ * the packet's key, 1 if hep_ct_established must look. Side-effect free,
+ * so it may run before the conntrack slot is reached. */
+static __always_inline int hep_ct_maybe(const struct hep_flow *f)
+{
+	struct hep_ct_key k __attribute__((aligned(8))) = {};
+	__u32 idx, *bucket;
+
+	if (f->ct == HEP_CT_NONE)
+		return 0;
+	hep_ct_packet_key(f, &k);
+	idx = hep_ct_seen_idx(&k);
+	bucket = bpf_map_lookup_elem(&hep_ctseen_v1, &idx);
+	return bucket && !hep_ct_unseen(*bucket, hep_ct_clock_u, hep_ct_window(k.proto));
+}
+
 /* The conntrack slot. Returns: 1 if f is a packet of a known flow, or an
  * ICMP error about one. verifier: a global function, checked once. */
 __noinline int hep_ct_established(const struct hep_flow *f)
@@ -272,17 +300,13 @@ __noinline int hep_ct_established(const struct hep_flow *f)
 	__u32 idx, *bucket;
 	__s32 window;
 	__u64 now;
-	int from_a = 0;
+	int from_a;
 
 	if (!f)
 		return 0;
 	if (f->ct == HEP_CT_NONE)
 		return 0;
-	if (f->ct == HEP_CT_ERROR)
-		hep_ct_key(&k, f->family, f->inner.proto, f->inner.icmp_code, &f->inner.saddr,
-			   f->inner.sport, &f->inner.daddr, f->inner.dport);
-	else
-		from_a = hep_ct_flow_key(f, &k);
+	from_a = hep_ct_packet_key(f, &k);
 	idx = hep_ct_seen_idx(&k);
 	bucket = bpf_map_lookup_elem(&hep_ctseen_v1, &idx);
 	if (!bucket)

@@ -353,6 +353,18 @@ enum hep_ctseen {
 	HEP_CTSEEN_SLACK = 2,		/* units: floor rounding, racing stamps */
 };
 
+/* hep_hostaddr_v1: the host's exact addresses, direct-mapped by
+ * hep_hostaddr_line(); a line holds one (or none: family 0). */
+enum hep_hostaddr_lines {
+	HEP_HOSTADDR_BITS = 8,		/* 2^8 lines */
+	HEP_HOSTADDR_MUL = 0x9e3779b1,	/* the line's multiplicative hash */
+};
+
+struct hep_hostaddr {
+	__u32 family;			/* HEP_FAMILY_V4 or _V6; 0: empty line */
+	__u8 addr[16];			/* network order; IPv4 in the first 4 */
+};
+
 /* hep_local{4,6}_v1 keys: the host's own addresses (and broadcast and
  * multicast ranges), by prefix. Ingress packets to other addresses are
  * forwarded ones. */
@@ -430,10 +442,11 @@ enum hep_ev_stat {
 	HEP_EVSTAT_MAX = 4,
 };
 
-/* hep_evrate_v1 value: the per-CPU token bucket of events. */
+/* hep_evrate_v2 value: the per-CPU token bucket of events. */
 struct hep_evrate {
 	__u64 credit_ns;		/* time credit; an event costs ev_interval_ns */
-	__u64 last_ns;
+	__u64 last_ns;			/* the clock when credit_ns was last topped up */
+	__u64 last_jiffies;		/* the tick of that read */
 };
 
 /* Runtime knobs: .rodata, set by the loader between open and load. The

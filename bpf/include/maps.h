@@ -314,9 +314,23 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } hep_local6_v1 SEC(".maps");
 
+/* hep_hostaddr_v1: the host's /32 and /128 addresses of hep_local{4,6}_v1
+ * again, direct-mapped: a packet to one of them is told local by one array
+ * read, not a trie walk (most ingress packets are). Two addresses on one
+ * line: the second is only in the tries, which stay the answer for a miss.
+ * key: hep_hostaddr_line(); value: struct hep_hostaddr.
+ * writer: loader (with hep_local{4,6}_v1); reader: XDP.
+ * size: 1 << HEP_HOSTADDR_BITS */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hep_hostaddr);
+	__uint(max_entries, 1 << HEP_HOSTADDR_BITS);
+} hep_hostaddr_v1 SEC(".maps");
+
 /* hep_events_v1: Log records and drop events for `hepbpf log`.
  * record: struct hep_event; writer: datapath (rate limited by
- * hep_evrate_v1; when full the record is counted lost, never waited for);
+ * hep_evrate_v2; when full the record is counted lost, never waited for);
  * reader: loader (one consumer at a time: the ring has one read position).
  * size: loader (attach --event-buffer), bytes, a power of 2; kept across
  * policy replacement so a running reader goes on. */
@@ -335,13 +349,13 @@ struct {
 	__uint(max_entries, HEP_CHAIN_MAX * HEP_EVSTAT_MAX);
 } hep_evstat_v1 SEC(".maps");
 
-/* hep_evrate_v1: the event rate limiter's bucket. key: 0; value: struct
+/* hep_evrate_v2: the event rate limiter's bucket. key: 0; value: struct
  * hep_evrate, per CPU (no atomics). writer, reader: datapath. size: 1 */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct hep_evrate);
 	__uint(max_entries, 1);
-} hep_evrate_v1 SEC(".maps");
+} hep_evrate_v2 SEC(".maps");
 
 #endif /* HEPBPF_MAPS_H */

@@ -28,7 +28,7 @@ def test_ten_thousand_rules_load_and_decide(big, capsys):
         (f"udp 198.51.100.8:1 -> 192.0.2.1:20000", None, "deny"),
     ]
     with load_image(big.image, trace=True) as dp:
-        info = dp.prog.info()
+        info, tc_info = dp.prog.info(), dp.tc_prog.info()
         for spec, rule, verdict in packets:
             pkt = parse_spec(spec)
             got = dp.explain(pkt)
@@ -36,5 +36,9 @@ def test_ten_thousand_rules_load_and_decide(big, capsys):
             assert (got["verdict"], got["rule"]) == (verdict, rule), spec
     with capsys.disabled():
         print(f"\n10k rules: {len(big.image.slots)} slots, {big.image.nwords} words, "
-              f"{len(big.image.classes)} classes, verifier processed {info['verified_insns']} insns")
-    assert info["verified_insns"] < 100_000
+              f"{len(big.image.classes)} classes, verifier processed {info['verified_insns']} insns "
+              f"(tc {tc_info['verified_insns']})")
+    # The program is the same at any size, but the verifier walks its hop
+    # loop per hop: a fifth of the kernel's 1M-instruction budget is the
+    # margin kept (each hop saved by a check inside the loop costs some).
+    assert info["verified_insns"] < 200_000 and tc_info["verified_insns"] < 200_000
