@@ -9,12 +9,13 @@ result.
 
 Engines: E / TC_E (empty program), P / TC_P (hepbpf's parser alone),
 hepbpf (the real object with the rule set compiled by the real compiler,
-events and counters on as attached), LIN (bench/linear.py; up to the size
+events and counters on and the host's addresses known, as attached), LIN (bench/linear.py; up to the size
 the verifier accepts, which is found and reported).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import statistics
 import struct
@@ -26,6 +27,8 @@ from hepbpf.compiler import compile_policy
 from hepbpf.compiler.reasons import REASONS
 from hepbpf.loader import abi
 from hepbpf.loader.datapath import load_image
+from hepbpf.loader.encode import EventSettings
+from hepbpf.loader.netdev import ALWAYS_LOCAL
 from hepbpf.loader.libbpf import BpfObject, num_possible_cpus
 from hepbpf.loader.mapnames import REASON_STATS
 from hepbpf.loader.percpu import read_stats
@@ -117,6 +120,16 @@ def _reasons(dp, chain: int) -> list[int]:
     return [p for p, _ in read_stats(dp.obj.map(REASON_STATS), REASON_MAX, chain * REASON_MAX)]
 
 
+def host_nets(family: int) -> tuple:
+    """The addresses attach would find in the live bench's namespace: the
+    probes' destination, its subnet's broadcast, and ALWAYS_LOCAL."""
+    dst = ipaddress.ip_address(rule_set(1, family).probes("none")[0].dst)
+    own = (ipaddress.ip_network(dst),)
+    if family == 4:
+        own += (ipaddress.ip_network(ipaddress.ip_network(f"{dst}/24", strict=False).broadcast_address),)
+    return ALWAYS_LOCAL + own
+
+
 def _check_hepbpf(dp, rs: RuleSet, case: str, frames: list[bytes], probes, chain: int, ctx) -> None:
     """Each frame once: the reason counter that moves must be the expected one."""
     prog = dp.prog if chain == 0 else dp.tc_prog
@@ -133,7 +146,9 @@ def hepbpf(rs: RuleSet, hooks=("xdp", "tc"), cases=CASES) -> tuple[list[Result],
     t0 = time.perf_counter()
     compiled = compile_policy([("bench.yaml", hepbpf_yaml(rs))], node=NODE, iface=IFACE)
     t1 = time.perf_counter()
-    dp = load_image(compiled.image)
+    # As attach loads it: events on, and the host's addresses known (the
+    # ingress forward check reads them).
+    dp = load_image(compiled.image, events=EventSettings(), local_nets=host_nets(rs.family))
     t2 = time.perf_counter()
     timing = {"n": rs.n, "family": rs.family, "compile_s": t1 - t0, "load_s": t2 - t1}
     out = []
