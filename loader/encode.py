@@ -514,38 +514,49 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
     leaves: dict[bytes, int] = {}  # class bytes -> entry (a policy has few classes)
     zeros = array("I", [0]) * rec_len
     level, last = 0, len(levels)
+    # Per level j >= 1, what a step down reads: the key's shift, the mask of
+    # the parent's index in its block, the blocks and counts of the level.
+    walk = [(j, width - bounds[j], (1 << levels[j - 1]) - 1, blocks[j], below[j]) for j in range(1, last + 1)]
+    extend = out.extend
     for p in sorted(longer):
         while level < last and bounds[level + 1] < p:
             level += 1
-        n = 1 << (bounds[level + 1] - p) if level < last else 0
+        steps = walk[:level]
+        if level < last:
+            n = 1 << (bounds[level + 1] - p)
+            shift, mask = width - bounds[level + 1], (1 << levels[level]) - 1
         for addr, v in by_len[p].items():
             e = leaves.get(v)
             if e is None:
                 e = leaves[v] = leaf | int.from_bytes(v, sys.byteorder)
             base = 0
-            for j in range(1, level + 1):
-                key = addr >> (width - bounds[j])
-                parent = base + (key & ((1 << levels[j - 1]) - 1))
-                if below[j][key] == 1:  # alone from here down: a record
+            for j, kshift, pmask, level_blocks, level_below in steps:
+                key = addr >> kshift
+                node = level_blocks.get(key)
+                if node is not None:  # most steps: a block made by an earlier prefix
+                    base = node
+                    continue
+                parent = base + (key & pmask)
+                if level_below[key] == 1:  # alone from here down: a record
                     pad = -len(out) % rec_len
                     if pad:
-                        out.extend(zeros[:pad])
-                    a = addr << (128 - width)
+                        extend(zeros[:pad])
                     at = len(out)
-                    out.extend((a >> 96, (a >> 64) & 0xFFFFFFFF, (a >> 32) & 0xFFFFFFFF, a & 0xFFFFFFFF,
-                                p, e, out[parent], 0))
+                    if width == 32:  # the address is the record's first word
+                        extend((addr, 0, 0, 0, p, e, out[parent], 0))
+                    else:
+                        extend((addr >> 96, (addr >> 64) & 0xFFFFFFFF, (addr >> 32) & 0xFFFFFFFF,
+                                addr & 0xFFFFFFFF, p, e, out[parent], 0))
                     out[parent] = record | at
                     break
                 if j == last:
                     raise ValueError(f"two prefixes below bit {bounds[j]} share a DIR entry: the plan is too short")
-                node = blocks[j].get(key)
-                if node is None:
-                    node = blocks[j][key] = len(out)
-                    out.extend(array("I", [out[parent]]) * (1 << levels[j]))
-                    out[parent] = node
+                node = level_blocks[key] = len(out)
+                extend(array("I", [out[parent]]) * (1 << levels[j]))
+                out[parent] = node
                 base = node
             else:  # level < last: at the last level it was a record, or raised
-                first = base + ((addr >> (width - bounds[level + 1])) & ((1 << levels[level]) - 1))
+                first = base + ((addr >> shift) & mask)
                 if n == 1:
                     out[first] = e
                 else:
