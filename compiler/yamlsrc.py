@@ -59,7 +59,9 @@ anchor, alias, tag, tab, duplicate or non-string key, nothing YAML 1.1
 would read otherwise -- is composed from libyaml's events instead (the same
 events, tens of times faster), into the same nodes with the same spans;
 at anything else, and at any error, the stream goes the ruamel way, so
-every diagnostic above reads as it always did.
+every diagnostic above reads as it always did. A long run of one-line
+plain items (a network set's 100,000 nets) is handed to libyaml as its
+first item only, and its other items are built here (``_runs``).
 
 Anchors and aliases work. An alias to a mapping or sequence *shares* the
 anchored node (spans inside it point where it was written); an alias to a
