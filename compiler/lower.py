@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from itertools import repeat
 from dataclasses import dataclass, replace
 
 from .alloc import builder, gc_paused
@@ -40,7 +39,7 @@ from .mapimage import (
     SLOT_TRACK,
     SIDE_DST,
     SIDE_SRC,
-    AddrEntry,
+    AddrScope,
     MapImage,
     PortSegment,
     ProtoEntry,
@@ -116,7 +115,7 @@ def lower(views: dict[int, ChainView]) -> MapImage:
                                      f"per direction are supported"))
     classes = _Classes()
     nets = _Nets()
-    addr: list[AddrEntry] = []
+    addr: list[AddrScope] = []
     proto: list[ProtoEntry] = []
     ports: list[PortSegment] = []
     ntables = 0
@@ -125,7 +124,7 @@ def lower(views: dict[int, ChainView]) -> MapImage:
         matches = [s.match for s in slots]
         for side in (SIDE_SRC, SIDE_DST):
             for fam in (4, 6):
-                addr.extend(_addr_entries(matches, chain, side, fam, classes, nets))
+                addr.append(_addr_scope(matches, chain, side, fam, classes, nets))
             for p, segs in _l4_classes(matches, side):
                 if len(segs) == 1:
                     proto.append(ProtoEntry(chain, side, p, classes.id(segs[0][2]), None))
@@ -138,7 +137,7 @@ def lower(views: dict[int, ChainView]) -> MapImage:
     return MapImage(
         nwords=nwords,
         has_policy=has_policy,
-        addr=tuple(addr),
+        addr_scopes=tuple(addr),
         proto=tuple(proto),
         port_tables=ntables,
         ports=tuple(ports),
@@ -402,7 +401,6 @@ def _with_alternatives(m: Match, side: str, alts) -> list[Match]:
 
 # --- address classes ----------------------------------------------------------
 
-_addr_entry = builder(AddrEntry)  # one per LPM entry: 200,000 at the scale target
 _port_segment = builder(PortSegment)  # 15,000 at the scale target
 
 
@@ -441,10 +439,10 @@ class _Nets:
         return hit
 
 
-def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes: _Classes,
-                  nets: _Nets) -> list[AddrEntry]:
-    """LPM entries for one (chain, side, family) scope, each with the class
-    of the slots admitting the addresses whose longest match it is.
+def _addr_scope(matches: list[Match], chain: int, side: int, fam: int, classes: _Classes,
+                nets: _Nets) -> AddrScope:
+    """The LPM entries of one (chain, side, family) scope, each with the
+    class of the slots admitting the addresses whose longest match it is.
 
     CIDRs form a laminar family (two prefixes nest or are disjoint), so the
     addresses whose longest match is C are inside exactly C and its
@@ -589,10 +587,13 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
         k = klass[state] = classes.id((admitted | neg) ^ neg if neg else admitted)
         return k
 
-    out: list[AddrEntry] = []
+    net_of = nets.net_of[fam]
+    keys: list[int] = []
+    ids: list[int] = []  # class of each key
     if 0 not in held:
-        out.append(_addr_entry(chain, side, ipaddress.ip_network("0.0.0.0/0" if fam == 4 else "::/0"),
-                               class_of(0)))
+        net_of.setdefault(0, ipaddress.ip_network("0.0.0.0/0" if fam == 4 else "::/0"))
+        keys.append(0)
+        ids.append(class_of(0))
     width = 32 if fam == 4 else 128
     span = [(1 << (width - plen)) - 1 for plen in range(width + 1)]  # host part by prefix length
     # The path from the root: (last address, state) of each CIDR on it whose
@@ -602,10 +603,9 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
     stack: list[tuple[int, int]] = []
     push, pop = stack.append, stack.pop
     get_state = memo.get
-    keys = sorted(held)
-    ids: list[int] = []  # class of each key
     add_id = ids.append
-    for k in keys:
+    ordered = sorted(held)
+    for k in ordered:
         lo = k >> 8
         while lo > top_hi:
             top_hi, top_state = pop()
@@ -616,8 +616,8 @@ def _addr_entries(matches: list[Match], chain: int, side: int, fam: int, classes
         if state != top_state and k & 0xFF != width:  # a full-length prefix holds no other
             push((top_hi, top_state))
             top_hi, top_state = lo | span[k & 0xFF], state
-    out.extend(map(_addr_entry, repeat(chain), repeat(side), map(nets.net_of[fam].__getitem__, keys), ids))
-    return out
+    keys.extend(ordered)
+    return AddrScope(chain, side, fam, tuple(keys), tuple(ids), net_of)
 
 
 # --- protocol and port classes --------------------------------------------------

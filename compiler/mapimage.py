@@ -9,7 +9,7 @@ canonical text dump (``dump``) is what golden tests diff and what
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .ir import IPNetwork
 from .reasons import REASON_NAMES
@@ -30,6 +30,26 @@ class AddrEntry:
     side: int
     net: IPNetwork
     klass: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddrScope:
+    """The LPM entries of one (chain, side, family) scope, as lower makes
+    them: each network's sort key, address << 8 | prefix length, ascending,
+    and its class. At 200,000 entries, AddrEntry objects cost lower 0.13 s
+    to make and encode 0.15 s to take apart (their networks' fields are
+    scattered over the heap), so the image keeps these, and ``addr``
+    spells them out for whoever reads entries (dump, tests)."""
+
+    chain: int
+    side: int
+    family: int
+    keys: tuple[int, ...]
+    classes: tuple[int, ...]  # class id per key
+    nets: dict[int, IPNetwork] = field(compare=False, repr=False)  # key -> network (holds every key)
+
+    def entries(self) -> list[AddrEntry]:
+        return [AddrEntry(self.chain, self.side, self.nets[k], c) for k, c in zip(self.keys, self.classes)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +94,7 @@ class SlotEntry:
 class MapImage:
     nwords: int
     has_policy: bool
-    addr: tuple[AddrEntry, ...]
+    addr_scopes: tuple[AddrScope, ...]
     proto: tuple[ProtoEntry, ...]
     port_tables: int
     ports: tuple[PortSegment, ...]
@@ -85,6 +105,11 @@ class MapImage:
     @property
     def slot_stride(self) -> int:
         return self.nwords * 64
+
+    @property
+    def addr(self) -> tuple[AddrEntry, ...]:
+        """Every scope's LPM entries, scope by scope, each in key order."""
+        return tuple(e for s in self.addr_scopes for e in s.entries())
 
     def class_words(self, klass: int) -> tuple[int, int, tuple[int, ...]]:
         """(lo, hi, words) of a class vector: its first and last non-zero

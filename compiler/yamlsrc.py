@@ -59,7 +59,9 @@ anchor, alias, tag, tab, duplicate or non-string key, nothing YAML 1.1
 would read otherwise -- is composed from libyaml's events instead (the same
 events, tens of times faster), into the same nodes with the same spans;
 at anything else, and at any error, the stream goes the ruamel way, so
-every diagnostic above reads as it always did.
+every diagnostic above reads as it always did. A long run of one-line
+plain items (a network set's 100,000 nets) is handed to libyaml as its
+first item only, and its other items are built here (``_runs``).
 
 Anchors and aliases work. An alias to a mapping or sequence *shares* the
 anchored node (spans inside it point where it was written); an alias to a
@@ -74,6 +76,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
+from itertools import repeat
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
@@ -601,6 +605,60 @@ def _string(text: str, source: str, mark, quoted: bool) -> Scalar:
     _set_quoted(scalar, quoted)
     return scalar
 
+def _strings(texts: list[str], source: str, line: int, col: int) -> list[Scalar]:
+    """``_string`` of each text, one a line from ``line`` (1-based) at
+    ``col``: a field at a time, each set by a map (C speed)."""
+    n = len(texts)
+    spans = list(map(_new, repeat(Span, n)))
+    for setter, values in ((_set_file, repeat(source)), (_set_line, range(line, line + n)), (_set_col, repeat(col))):
+        deque(map(setter, spans, values), 0)
+    scalars = list(map(_new, repeat(Scalar, n)))
+    for setter, values in ((_set_value, texts), (_set_span, spans), (_set_tag, repeat("str")),
+                           (_set_quoted, repeat(False))):
+        deque(map(setter, scalars, values), 0)
+    return scalars
+
+
+# A run of block sequence items, one a line at one indentation, each a plain
+# scalar of letters, digits, '.', '/' and ':' (not first or last: "1::" ends
+# in a mapping indicator): a network set's nets. The next line is not more
+# indented (it would continue the last item).
+_ITEM = r"[0-9A-Za-z./](?:[0-9A-Za-z./:]*[0-9A-Za-z./])?"
+_RUN = re.compile(rf"^( *)- ({_ITEM})\n((?:\1- {_ITEM}\n)+)(?=(?!\1 ) *[^ \n]|\Z)", re.M)
+_RUN_MIN = 64  # items; shorter runs are left to libyaml
+
+
+def _runs(text: str) -> tuple[str, dict[int, tuple[int, str, list[str]]]]:
+    """``text`` with every run's items after its first blanked (the lines
+    stay, so every position outside the runs is unchanged), and the runs:
+    the first item's line (0-based) -> (its column, its text, the texts of
+    the items blanked). libyaml then makes one event per run, not one per
+    item; _Fast puts the items back where the first one is."""
+    runs: dict[int, tuple[int, str, list[str]]] = {}
+    if "\r" in text:  # libyaml counts a lone CR as a line break too: no runs, no miscounted lines
+        return text, runs
+    pieces = []
+    at = line = 0
+    for m in _RUN.finditer(text):
+        rest = m.group(3)
+        n = rest.count("\n")
+        if n < _RUN_MIN:
+            continue
+        indent = len(m.group(1))
+        items = rest[indent + 2:-1].split("\n" + m.group(1) + "- ")
+        if not all("/" in t or ":" in t or t[0] not in _NOT_STR_START for t in items):
+            continue  # an item that may not be a string (a number, null, a bool): libyaml's
+        line += text.count("\n", at, m.start())
+        pieces += (text[at:m.start(3)], "\n" * n)
+        runs[line] = (indent + 2, m.group(2), items)
+        at = m.end()
+        line += 1 + n
+    if not runs:
+        return text, runs
+    pieces.append(text[at:])
+    return "".join(pieces), runs
+
+
 # A block scalar's header: indicator, chomping and indentation, then a blank.
 _BLOCK_HEADER = re.compile(r"[|>](?:[-+][1-9]?|[1-9][-+]?)?(?:[ \r\n]|\Z)")
 _SPACES_LINE = re.compile(r"[\r\n] +(?=[\r\n]|\Z)")
@@ -614,10 +672,11 @@ class _Fast:
     by the ruamel path, in its words; libyaml's own errors do the same.
     (Written for speed: a 100,000-entry network set is 100,000 events.)"""
 
-    def __init__(self, text: str, source: str):
-        self.text = text
+    def __init__(self, text: str, source: str, runs: bool = True):
+        self.original = text
+        self.text, self.runs = _runs(text) if runs else (text, {})
         self.source = source
-        self.next = _libyaml.CParser(text).get_event
+        self.next = _libyaml.CParser(self.text).get_event
         self.nodes = 0
         self.max_nodes = MAX_NODES
 
@@ -630,6 +689,8 @@ class _Fast:
             if type(start) is _StreamEnd:
                 if self.nodes > self.max_nodes:
                     raise _Fallback
+                if self.runs:  # a run not where a block sequence's item was (in a block scalar?)
+                    return _Fast(self.original, self.source, runs=False).stream()
                 return tuple(docs)
             if start.version is not None or start.tags is not None:
                 raise _Fallback  # %YAML or %TAG
@@ -653,7 +714,7 @@ class _Fast:
         mark = event.start_mark
         span = _span(self.source, mark.line + 1, mark.column + 1)
         if kind is _SequenceStart:
-            return Sequence(self.sequence(depth + 1), span)
+            return Sequence(self.sequence(depth + 1, not event.flow_style), span)
         if kind is _MappingStart:
             if event.flow_style and self.text[mark.index] != "{":
                 raise _Fallback  # a single-pair mapping in a flow sequence: [a: b], ['a':b]
@@ -687,11 +748,12 @@ class _Fast:
         except ValueError:
             raise _Fallback from None
 
-    def sequence(self, depth: int) -> tuple[Node, ...]:
+    def sequence(self, depth: int, block: bool = False) -> tuple[Node, ...]:
         next_event, node, source = self.next, self.node, self.source
         items = []
         append = items.append
         inline = 0
+        runs = self.runs if block else None
         while True:
             event = next_event()
             kind = type(event)
@@ -701,8 +763,13 @@ class _Fast:
             if (text and not event.style and event.anchor is None and event.tag is None
                     and (text[0] not in _NOT_STR_START or "/" in text or ":" in text)):
                 # The common item, inline: a plain string (a name, an IPv6 CIDR, ...).
-                append(_string(text, source, event.start_mark, False))
+                mark = event.start_mark
+                append(_string(text, source, mark, False))
                 inline += 1
+                if runs and mark.line in runs and runs[mark.line][:2] == (mark.column, text):
+                    more = runs.pop(mark.line)[2]
+                    items += _strings(more, source, mark.line + 2, mark.column + 1)
+                    inline += len(more)
             else:
                 append(node(event, depth, None))
         self.nodes += inline
