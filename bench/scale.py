@@ -338,7 +338,7 @@ def measure_scale(attach_iface: str | None = None, *, n_rules: int = N_RULES, n_
         "rules": shape.rules, "cidrs": shape.cidrs, "policy_bytes": len(text), "generate_s": generate_s,
         "compile_cpu_s": compile_cpu,
         "image": {"slots": len(img.slots), "nwords": img.nwords, "classes": len(img.classes),
-                  "addr_entries": len(img.addr), "port_tables": img.port_tables, "port_segments": len(img.ports)},
+                  "addr_entries": img.addr_count, "port_tables": img.port_tables, "port_segments": len(img.ports)},
         "kernel": None, "seconds": times,
     }
     info: dict = {}

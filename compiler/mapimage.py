@@ -111,6 +111,11 @@ class MapImage:
         """Every scope's LPM entries, scope by scope, each in key order."""
         return tuple(e for s in self.addr_scopes for e in s.entries())
 
+    @property
+    def addr_count(self) -> int:
+        """len(addr), without spelling the entries out."""
+        return sum(len(s.keys) for s in self.addr_scopes)
+
     def class_words(self, klass: int) -> tuple[int, int, tuple[int, ...]]:
         """(lo, hi, words) of a class vector: its first and last non-zero
         64-bit word (lo > hi when empty) and all ``nwords`` words, least

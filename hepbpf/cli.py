@@ -74,7 +74,7 @@ def cmd_check(args) -> int:
             print(f"{args.iface} on node {args.node}: host endpoint {view.hep.name}, "
                   f"{len(view.tiers)} tier(s), {pols} ingress policies, {len(view.failsafes)} failsafe ports")
             print(f"compiled: {len(img.slots)} slots, {img.nwords} word(s), {len(img.classes)} classes, "
-                  f"{len(img.addr)} address entries, {img.port_tables} port tables")
+                  f"{img.addr_count} address entries, {img.port_tables} port tables")
         if args.dump == "maps":
             sys.stdout.write(dump_maps(img))
         elif args.dump == "view":
