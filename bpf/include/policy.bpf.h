@@ -130,31 +130,6 @@ static __always_inline __u32 hep_addr_class(const struct hep_flow *f, __u32 chai
 	return hep_class_key(klass ? *klass : ~0U, gen);
 }
 
-/* What judging a packet needs before its first hop: the classes of its
- * addresses, and whether conntrack may know its flow (the pre-filter; the
- * conntrack slot looks only then). One call for the three: a BPF-to-BPF
- * call and return cost 9 ns here, where returns are mitigated.
- * verifier: global (noinline), so it is verified once and callers see
- * unknown values: inlined, the outcomes of the walks (scope, DIR, host,
- * trie, strides, miss) multiplied the paths through the rest of the
- * program (+70,000 verified instructions at 10,000 rules). */
-struct hep_lookups {
-	__u32 src;
-	__u32 dst;
-	__u32 ct_maybe;
-	__u32 pad;
-};
-
-__noinline int hep_lookup(const struct hep_flow *f, __u32 chain, __u32 gen, struct hep_lookups *out)
-{
-	if (!f || !out)
-		return -1;
-	out->src = hep_addr_class(f, chain, HEP_SIDE_SRC, gen);
-	out->dst = hep_addr_class(f, chain, HEP_SIDE_DST, gen);
-	out->ct_maybe = hep_ct_maybe(f);
-	return 0;
-}
-
 static __always_inline __u32 hep_l4_class(const struct hep_flow *f, __u8 chain, __u8 side,
 					  __u32 gen)
 {
@@ -196,10 +171,13 @@ static __always_inline int hep_word_and(const struct hep_class *v[4], __u64 w, _
 	return x ? w * 64 + hep_ctz64(x) : -1;
 }
 
-/* What hep_scan read last: the word, and every slot of it the four
- * classes admit (bit i: slot word * 64 + i). The caller's, per packet. */
+/* What the last scan read: the word it found a slot in, and every slot of
+ * that word the four classes admit (bit i: slot word * 64 + i); no slot
+ * from where it started up to that word is admitted. The caller's, per
+ * packet: its hops only move forward, so a later hop whose start is at or
+ * before that word finds its slot there, if any. */
 struct hep_scanned {
-	__u64 word;	/* ~0: none yet */
+	__u64 word;	/* ~0: no slot found */
 	__u64 bits;
 };
 
@@ -218,16 +196,12 @@ struct hep_scanned {
  * into the rest of the program, and 10,000 rules would exceed the
  * verifier's budget. So the classes travel as ids, not map pointers, two
  * to an argument (BPF calls pass five). */
-__noinline int hep_scan(__u64 c01, __u64 c23, __u32 from, struct hep_scanned *last)
+static __always_inline int hep_scan_ids(const __u32 ids[4], __u32 from, struct hep_scanned *last)
 {
-	__u32 ids[4] = { c01, c01 >> 32, c23, c23 >> 32 };
 	const struct hep_class *v[4];
-	__u64 w = from / 64, p, k, s, *bits;
+	__u64 w = from / 64, p, k, s, *bits = &last->bits;
 	int i, slot;
 
-	if (!last)
-		return -1;
-	bits = &last->bits;
 	last->word = ~0ULL;
 	for (i = 0; i < 4; i++) {
 		v[i] = bpf_map_lookup_elem(&hep_class_v2, &ids[i]);
@@ -275,6 +249,50 @@ __noinline int hep_scan(__u64 c01, __u64 c23, __u32 from, struct hep_scanned *la
 		p = w + 1;
 	}
 	return -1;
+}
+
+__noinline int hep_scan(__u64 c01, __u64 c23, __u32 from, struct hep_scanned *last)
+{
+	__u32 ids[4] = { c01, c01 >> 32, c23, c23 >> 32 };
+
+	if (!last)
+		return -1;
+	return hep_scan_ids(ids, from, last);
+}
+
+/* What judging a packet needs before its first hop: the classes of its
+ * addresses, whether conntrack may know its flow (the pre-filter; the
+ * conntrack slot looks only then), and the first scan (l4: the port
+ * classes, destination | source << 32). One call for all: a BPF-to-BPF
+ * call and return cost 9 ns here, where returns are mitigated.
+ * verifier: global (noinline), so it is verified once and callers see
+ * unknown values: inlined, the outcomes of the walks (scope, DIR, host,
+ * trie, strides, miss) multiplied the paths through the rest of the
+ * program (+70,000 verified instructions at 10,000 rules). */
+struct hep_lookups {
+	__u32 src;
+	__u32 dst;
+	__u32 ct_maybe;
+	__u32 pad;
+	struct hep_scanned first;	/* the scan from slot 0 */
+};
+
+__noinline int hep_lookup(const struct hep_flow *f, __u32 chain, __u32 gen, __u64 l4, struct hep_lookups *out)
+{
+	__u32 ids[4];
+
+	if (!f || !out)
+		return -1;
+	out->src = hep_addr_class(f, chain, HEP_SIDE_SRC, gen);
+	out->dst = hep_addr_class(f, chain, HEP_SIDE_DST, gen);
+	out->ct_maybe = hep_ct_maybe(f);
+	/* The first hop's scan too: one call fewer. */
+	ids[0] = out->src;
+	ids[1] = out->dst;
+	ids[2] = l4;
+	ids[3] = l4 >> 32;
+	hep_scan_ids(ids, 0, &out->first);
+	return 0;
 }
 
 /* The hep_hostaddr_v1 line of an address: its 32-bit words XORed (as
@@ -344,8 +362,7 @@ static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain, int
 {
 	__u32 src, dst, dport, sport, gen;
 	__u32 from = 0, zero = 0;
-	struct hep_scanned last = { .word = ~0ULL };
-	struct hep_lookups pk = {};
+	struct hep_lookups pk = { .first.word = ~0ULL };
 	struct hep_notes *nt = bpf_map_lookup_elem(&hep_notes_v1, &zero);
 	int hop;
 
@@ -365,21 +382,23 @@ static __always_inline void hep_policy(const struct hep_flow *f, __u8 chain, int
 	if (gen >= HEP_GEN_MAX)
 		return;
 	v->gen = gen;
-	if (hep_lookup(f, chain, gen, &pk))
+	dport = hep_l4_class(f, chain, HEP_SIDE_DST, gen);
+	sport = hep_l4_class(f, chain, HEP_SIDE_SRC, gen);
+	if (hep_lookup(f, chain, gen, dport | (__u64)sport << 32, &pk))
 		return;
 	src = pk.src;
 	dst = pk.dst;
-	dport = hep_l4_class(f, chain, HEP_SIDE_DST, gen);
-	sport = hep_l4_class(f, chain, HEP_SIDE_SRC, gen);
 	for (hop = 0; hop < HEP_MAX_JUMPS; hop++) {
-		/* The hops past steering slots (conntrack, forward) mostly land
-		 * in the word the last scan read: its bits answer them without
-		 * the call (a BPF-to-BPF call and return cost 9 ns here, where
-		 * returns are mitigated). verifier: 20% more instructions at
-		 * 10,000 rules than a call per hop. */
-		__u64 x = from / 64 == last.word ? last.bits & (~0ULL << (from % 64)) : 0;
-		int slot = x ? last.word * 64 + hep_ctz64(x)
-			     : hep_scan(src | (__u64)dst << 32, dport | (__u64)sport << 32, from, &last);
+		/* The first hop, and the hops past steering slots (conntrack,
+		 * forward) mostly land in the word the last scan found: its
+		 * bits answer them without the call (a BPF-to-BPF call and
+		 * return cost 9 ns here, where returns are mitigated).
+		 * verifier: 20% more instructions at 10,000 rules than a call
+		 * per hop. */
+		__u64 fw = from / 64;
+		__u64 x = fw <= pk.first.word ? pk.first.bits & (~0ULL << (fw == pk.first.word ? from % 64 : 0)) : 0;
+		int slot = x ? pk.first.word * 64 + hep_ctz64(x)
+			     : hep_scan(src | (__u64)dst << 32, dport | (__u64)sport << 32, from, &pk.first);
 		__u32 key;
 		struct hep_slot *s;
 
