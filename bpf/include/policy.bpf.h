@@ -70,13 +70,14 @@ static __always_inline __u32 hep_slot_key(__u32 gen, __u32 chain, __u32 slot)
 	return (gen * HEP_CHAIN_MAX + chain) * hep_cfg.slot_stride + slot;
 }
 
-/* The class of one side's address. Order: the scope's own class if it needs no lookup; in a DIR scope a
- * walk of at most HEP_STRIDE_MAX array reads (stride.bpf.h); in a stride scope a
- * few exact-match lookups of the expanded prefixes (stride.bpf.h); in a
- * trie scope (expansion would be too large) the exact address in the host
- * hash (most CIDRs of a large policy are /32s and /128s, and a hash hit
- * costs a fraction of a trie walk), then the trie, which holds every
- * shorter prefix. */
+/* The class of one side's address (hep_lookup's; see there why it is not
+ * inlined into the program). Order: the scope's own class if it needs no
+ * lookup; in a DIR scope a walk of at most HEP_STRIDE_MAX array reads
+ * (stride.bpf.h); in a stride scope a few exact-match lookups of the
+ * expanded prefixes (stride.bpf.h); in a trie scope (expansion would be
+ * too large) the exact address in the host hash (most CIDRs of a large
+ * policy are /32s and /128s, and a hash hit costs a fraction of a trie
+ * walk), then the trie, which holds every shorter prefix. */
 static __always_inline __u32 hep_addr_class(const struct hep_flow *f, __u32 chain, __u32 side, __u32 gen)
 {
 	const struct hep_scope *sc;
@@ -190,12 +191,13 @@ struct hep_scanned {
  * those are read: a packet that matches the last of 10,000 rules reads
  * three summary words and four words, not 157 words.
  *
- * verifier: a global (non-static, noinline) function is verified once, on
- * its own, and its callers see only an unknown return value. Inlined, each
+ * verifier: inlined only into global (non-static, noinline) functions,
+ * hep_scan and hep_lookup: each is verified once, on its own, and its
+ * callers see only an unknown return value. Inlined into the program, each
  * of the up to HEP_MAX_WORDS loop exits would carry a different slot range
- * into the rest of the program, and 10,000 rules would exceed the
- * verifier's budget. So the classes travel as ids, not map pointers, two
- * to an argument (BPF calls pass five). */
+ * into the rest of it, and 10,000 rules would exceed the verifier's
+ * budget. So the classes travel as ids, not map pointers, two to an
+ * argument of hep_scan (BPF calls pass five). */
 static __always_inline int hep_scan_ids(const __u32 ids[4], __u32 from, struct hep_scanned *last)
 {
 	const struct hep_class *v[4];
@@ -203,6 +205,7 @@ static __always_inline int hep_scan_ids(const __u32 ids[4], __u32 from, struct h
 	int i, slot;
 
 	last->word = ~0ULL;
+	last->bits = 0;	/* a scan that fails leaves nothing to answer from */
 	for (i = 0; i < 4; i++) {
 		v[i] = bpf_map_lookup_elem(&hep_class_v2, &ids[i]);
 		if (!v[i])
