@@ -291,8 +291,10 @@ static __always_inline int hep_ct_maybe(const struct hep_flow *f)
 	return bucket && !hep_ct_unseen(*bucket, hep_ct_clock_u, hep_ct_window(k.proto));
 }
 
-/* The conntrack slot. Returns: 1 if f is a packet of a known flow, or an
- * ICMP error about one. verifier: a global function, checked once. */
+/* The conntrack slot, once hep_ct_maybe said a flow may exist (so the
+ * pre-filter here is by the clock itself). Returns: 1 if f is a packet of
+ * a known flow, or an ICMP error about one. verifier: a global function,
+ * checked once. */
 __noinline int hep_ct_established(const struct hep_flow *f)
 {
 	struct hep_ct_key k __attribute__((aligned(8))) = {};
@@ -312,8 +314,6 @@ __noinline int hep_ct_established(const struct hep_flow *f)
 	if (!bucket)
 		return 0;	/* verifier: idx is masked, never out of range */
 	window = hep_ct_window(k.proto);
-	if (hep_ct_unseen(*bucket, hep_ct_clock_u, window))
-		return 0;
 	now = hep_ct_now();
 	if (hep_ct_unseen(*bucket, hep_ct_unit(now), window))
 		return 0;	/* the cached clock lagged */
