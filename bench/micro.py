@@ -9,8 +9,9 @@ result.
 
 Engines: E / TC_E (empty program), P / TC_P (hepbpf's parser alone),
 hepbpf (the real object with the rule set compiled by the real compiler,
-events and counters on and the host's addresses known, as attached), LIN (bench/linear.py; up to the size
-the verifier accepts, which is found and reported).
+events and counters on and the host's addresses known, as attached), LIN
+(bench/linear.py; up to the size the verifier accepts, which is found and
+reported).
 """
 
 from __future__ import annotations

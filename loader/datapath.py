@@ -32,7 +32,7 @@ from hepbpf.compiler.reasons import REASON_NAMES
 
 from . import abi, conntrack
 from .encode import (CT_DEFAULT_SIZE, Capacity, Changes, Content, EncodedImage, EventSettings, Placement,
-                     content, encode, hostaddr_lines, local_key)
+                     content, encode, hostaddr_lines, local_key, local_net)
 from .frames import frame
 from .libbpf import BPF_F_MMAPABLE, BpfObject, Map
 from .mapnames import (CLASS, CT, CTSEEN, DIR, EVENTS, GEN, HOSTADDR, LOCAL4, LOCAL6, NOTES, PORT, RULE_STATS, SYNC,
@@ -303,8 +303,7 @@ class Datapath:
             m.delete(key)
         # The exact-address lines follow the tries: rebuilt from what they
         # hold now.
-        nets = [ipaddress.ip_network((int.from_bytes(k[4:], "big"), int.from_bytes(k[:4], sys.byteorder)))
-                for name in (LOCAL4, LOCAL6) for k in self.obj.map(name).keys()]
+        nets = [local_net(k) for name in (LOCAL4, LOCAL6) for k in self.obj.map(name).keys()]
         self.obj.map(HOSTADDR).update_batch(*hostaddr_lines(nets))
 
     def ct_map(self):

@@ -13,6 +13,7 @@ generation holds into new Content, so an update touches only what changed.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import struct
@@ -128,6 +129,11 @@ def local_key(net) -> bytes:
         addr = int.from_bytes(net.network_address.packed, sys.byteorder)  # __be32, as packed
         return abi.pack("struct hep_local4_key", {"prefixlen": net.prefixlen, "addr": addr})
     return abi.pack("struct hep_local6_key", {"prefixlen": net.prefixlen, "addr": list(net.network_address.packed)})
+
+
+def local_net(key: bytes):
+    """The network of a hep_local{4,6}_v1 key: local_key's inverse."""
+    return ipaddress.ip_network((int.from_bytes(key[4:], "big"), int.from_bytes(key[:4], sys.byteorder)))
 
 
 
