@@ -617,7 +617,7 @@ def _addr_scope(matches: list[Match], chain: int, side: int, fam: int, classes: 
             push((top_hi, top_state))
             top_hi, top_state = lo | span[k & 0xFF], state
     keys.extend(ordered)
-    return AddrScope(chain, side, fam, tuple(keys), tuple(ids), net_of)
+    return AddrScope.of(chain, side, fam, tuple(keys), tuple(ids), net_of)
 
 
 # --- protocol and port classes --------------------------------------------------

@@ -9,7 +9,9 @@ canonical text dump (``dump``) is what golden tests diff and what
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 
 from .ir import IPNetwork
 from .reasons import REASON_NAMES
@@ -47,9 +49,38 @@ class AddrScope:
     keys: tuple[int, ...]
     classes: tuple[int, ...]  # class id per key
     nets: dict[int, IPNetwork] = field(compare=False, repr=False)  # key -> network (holds every key)
+    # keys and classes again, fixed width and back to back (pack_keys,
+    # pack_classes): an update compares two scopes' runs with one memcmp
+    # each (loader/scopediff.py) instead of 100,000 int comparisons.
+    packed_keys: bytes = field(default=b"", compare=False, repr=False)
+    packed_classes: bytes = field(default=b"", compare=False, repr=False)
+
+    @classmethod
+    def of(cls, chain: int, side: int, family: int, keys: tuple[int, ...], classes: tuple[int, ...],
+           nets: dict[int, IPNetwork]) -> AddrScope:
+        return cls(chain, side, family, keys, classes, nets, pack_keys(keys, family), pack_classes(classes))
 
     def entries(self) -> list[AddrEntry]:
         return [AddrEntry(self.chain, self.side, self.nets[k], c) for k, c in zip(self.keys, self.classes)]
+
+
+def key_width(family: int) -> int:
+    """Bytes per key in AddrScope.packed_keys."""
+    return 8 if family == 4 else 17
+
+
+def pack_keys(keys, family: int) -> bytes:
+    """Sort keys at a fixed width: an IPv4 key (40 bits) as a native
+    __u64 (100,000 in 2 ms), an IPv6 key (136 bits) as 17 big-endian
+    bytes. Equal runs of keys are equal runs of bytes, nothing more: order
+    is the ints'."""
+    if family == 4:
+        return array("Q", keys).tobytes()
+    return b"".join(map(int.to_bytes, keys, repeat(17), repeat("big")))
+
+
+def pack_classes(classes) -> bytes:
+    return array("I", classes).tobytes()
 
 
 @dataclass(frozen=True, slots=True)
