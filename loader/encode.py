@@ -472,7 +472,9 @@ def dir_plan(by_len: dict[int, dict[int, bytes]], width: int,
     that two or more prefixes longer than b share, M(b), and the walk may
     end at the first boundary where M is 0. Fewest levels first (each is a
     dependent memory read), then fewest entries: a dynamic program over
-    the boundaries, one level at a time.
+    the boundaries, one level at a time, its blocks' entries counted
+    exactly and, where the walk ends, a record for each prefix longer
+    than the last boundary (those alone higher up are not counted).
 
     M(b), exactly: sorted by (address, length), the prefixes under a b-bit
     prefix are consecutive, and those not longer than b come first (their
@@ -501,7 +503,13 @@ def dir_plan(by_len: dict[int, dict[int, bytes]], width: int,
         acc += starts[b]
         multi.append(acc)
     bits_max = abi.const("HEP_DIR_BITS_MAX")
-    limit = dir_budget(len(addrs)) - abi.const("HEP_DIR_RECORD_LEN") * len(addrs)  # room for a record each
+    rec_len = abi.const("HEP_DIR_RECORD_LEN")
+    limit = dir_budget(len(addrs)) - rec_len * len(addrs)  # room for a record each
+    longer = [0] * (width + 1)  # prefixes longer than b
+    for p in lens:
+        longer[p - 1] += len(by_len[p])
+    for b in range(width - 1, -1, -1):
+        longer[b] += longer[b + 1]
     best: dict[int, int] = {skip: 0}  # boundary -> fewest entries of the levels so far
     back: list[dict[int, int]] = []
     for _ in range(kmax):
@@ -521,7 +529,11 @@ def dir_plan(by_len: dict[int, dict[int, bytes]], width: int,
         back.append(bk)
         done = [e for e in cur if not multi[e]]
         if done:
-            e = min(done, key=lambda x: (cur[x], x))
+            # A prefix longer than the last boundary is a record below it
+            # (alone there, as M is 0): 100,000 even /32s spread over
+            # 2^18 addresses take 2^18 entries in one level of 18 bits, or
+            # 2^17 and 100,000 records (8 entries each) in one of 17.
+            e = min(done, key=lambda x: (cur[x] + rec_len * longer[x], x))
             out = []
             for bk in reversed(back):
                 b = bk[e]

@@ -26,6 +26,29 @@ def per_cidr_policy(nets: list[str]) -> str:
     return hep() + gnp("p", "selector: all()\ningress:\n" + "\n".join(rules) + "\n")
 
 
+def netset_policy(nets: list[str]) -> str:
+    """The CIDRs as one GlobalNetworkSet, denied by a policy that allows
+    the rest of 10.0.0.0/16."""
+    body = "\n".join(f"  - {n}" for n in nets)
+    netset = f"""
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata:
+  name: many
+  labels: {{role: many}}
+spec:
+  nets:
+{body}
+---
+"""
+    return hep() + netset + gnp("p", """
+selector: all()
+ingress:
+- {action: Deny, protocol: TCP, source: {selector: role == 'many'}}
+- {action: Allow, protocol: TCP, source: {nets: [10.0.0.0/16]}}
+""")
+
+
 def compile_text(text: str):
     return compile_policy([("p.yaml", text)], node="n1", iface="eth1")
 
@@ -65,3 +88,36 @@ def kernel_verdicts(dp, compiled, packets: list[str]) -> list[str]:
         assert got == evaluate(view, pkt).as_json(), spec
         verdicts.append(got["verdict"])
     return verdicts
+
+
+def dir_walk(blob, skip: int, levels, prefix: list[int], width: int, a: int, zero: int | None):
+    """The class a DIR scope's entries (``blob``, its plan and shared
+    prefix) give address ``a`` (an int), walked as stride.bpf.h walks
+    them; None where no prefix holds it (``zero``: the /0's class)."""
+    leaf, miss, record = abi.const("HEP_DIR_LEAF"), abi.const("HEP_DIR_MISS"), abi.const("HEP_DIR_RECORD")
+    shared = sum(w << (96 - 32 * i) for i, w in enumerate(prefix))
+    if skip and ((a << (128 - width)) ^ shared) >> (128 - skip):
+        return zero
+    node, off = 0, skip
+    for s in levels:
+        e = blob[node + ((a >> (width - off - s)) & ((1 << s) - 1))]
+        if e & record and not e & leaf:  # a compare record
+            at = e & ~record
+            assert at % 8 == 0
+            words, plen, inside, outside = blob[at:at + 4], blob[at + 4], blob[at + 5], blob[at + 6]
+            pfx = sum(w << (96 - 32 * i) for i, w in enumerate(words))
+            e = outside if ((a << (128 - width)) ^ pfx) >> (128 - plen) else inside
+        if e & leaf:
+            return None if e == miss else e & ~leaf
+        node, off = e, off + s
+    raise AssertionError("no leaf within the levels")
+
+
+def lpm(by_len, width: int, a: int):
+    """The longest-prefix match of ``a`` in ``by_len`` (length -> network
+    address -> class bytes): its class as an int, or None."""
+    for p in sorted(by_len, reverse=True):
+        hit = by_len[p].get(a >> (width - p) << (width - p) if p else 0)
+        if hit is not None:
+            return int.from_bytes(hit, "little")
+    return None

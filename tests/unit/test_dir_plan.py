@@ -14,39 +14,11 @@ import pytest
 from hepbpf.loader import abi
 from hepbpf.loader.encode import dir_blocks, dir_budget, dir_plan, dir_prefix
 
-LEAF, MISS, RECORD = abi.const("HEP_DIR_LEAF"), abi.const("HEP_DIR_MISS"), abi.const("HEP_DIR_RECORD")
+from ..addrscopes import dir_walk, lpm
 
 
 def _cls(i: int) -> bytes:
     return i.to_bytes(4, "little")
-
-
-def _walk(blob, skip: int, levels, prefix: list[int], width: int, a: int, zero: int | None):
-    """The class of address ``a``, or None (no prefix holds it)."""
-    shared = sum(w << (96 - 32 * i) for i, w in enumerate(prefix))
-    if skip and ((a << (128 - width)) ^ shared) >> (128 - skip):
-        return zero
-    node, off = 0, skip
-    for s in levels:
-        e = blob[node + ((a >> (width - off - s)) & ((1 << s) - 1))]
-        if e & RECORD and not e & LEAF:  # a compare record
-            at = e & ~RECORD
-            assert at % 8 == 0
-            words, plen, inside, outside = blob[at:at + 4], blob[at + 4], blob[at + 5], blob[at + 6]
-            pfx = sum(w << (96 - 32 * i) for i, w in enumerate(words))
-            e = outside if ((a << (128 - width)) ^ pfx) >> (128 - plen) else inside
-        if e & LEAF:
-            return None if e == MISS else e & ~LEAF
-        node, off = e, off + s
-    raise AssertionError("no leaf within the levels")
-
-
-def _lpm(by_len, width: int, a: int):
-    for p in sorted(by_len, reverse=True):
-        hit = by_len[p].get(a >> (width - p) << (width - p) if p else 0)
-        if hit is not None:
-            return int.from_bytes(hit, "little")
-    return None
 
 
 def _random_set(rnd: random.Random, width: int) -> dict[int, dict[int, bytes]]:
@@ -88,7 +60,7 @@ def test_walk_answers_as_longest_prefix_match(width):
                 lo, hi = a, a + (1 << (width - p)) - 1
                 probes += [lo, hi, max(lo - 1, 0), min(hi + 1, (1 << width) - 1)]
         for a in probes:
-            assert _walk(blob, skip, levels, prefix, width, a, zero) == _lpm(by_len, width, a), hex(a)
+            assert dir_walk(blob, skip, levels, prefix, width, a, zero) == lpm(by_len, width, a), hex(a)
     assert planned >= 50  # most of these small sets get a DIR
 
 
@@ -110,7 +82,17 @@ def test_spread_prefixes_end_in_records_and_dense_ones_in_one_array():
     blob = dir_blocks(by_len, skip, levels, 128)
     assert len(blob) <= (1 << levels[0]) + 50 * 8
     for a in by_len[128]:
-        assert _walk(blob, skip, levels, dir_prefix(by_len, skip, 128), 128, a, None) == _lpm(by_len, 128, a)
+        assert dir_walk(blob, skip, levels, dir_prefix(by_len, skip, 128), 128, a, None) == lpm(by_len, 128, a)
     dense = {32: {(10 << 24) | i: _cls(2) for i in range(100_000)}, 0: {0: _cls(1)}}
     skip, levels = dir_plan(dense, 32)  # 100,000 neighbouring /32s: one array after the shared bits
     assert (skip, levels) == (15, (17,))
+
+
+def test_records_count_in_the_plan():
+    """100,000 /32s at every other address: one 18-bit level (2^18
+    entries, each a leaf) beats one of 17 bits with a record per prefix
+    (2^17 + 800,000 entries), both one level deep."""
+    spaced = {32: {(10 << 24) | 2 * i: _cls(2) for i in range(100_000)}, 0: {0: _cls(1)}}
+    skip, levels = dir_plan(spaced, 32)
+    assert skip + sum(levels) == 32 and len(levels) == 1
+    assert len(dir_blocks(spaced, skip, levels, 32)) == 1 << levels[0]
