@@ -313,6 +313,7 @@ def _kernel_phases(image, times: dict, info: dict) -> None:
         t = time.perf_counter()
         gens.write(1, enc.content)
         times["fill_standby"] = time.perf_counter() - t
+        gens.close()
         info["map_memlock"] = _map_memlock()
         info["verified_insns"] = obj.program(XDP_PROGRAM).info().get("verified_insns")
 

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hepbpf.compiler import Compiled
+from hepbpf.compiler.alloc import gc_paused
 from hepbpf.compiler.mapimage import CHAIN_INGRESS, CHAIN_NAMES, SLOT_AUDIT
 from hepbpf.compiler.reasons import REASON_NAMES
 
@@ -301,6 +302,7 @@ def _write_generations(iface: str, dp: Datapath, prog_id: int, ct_size: int, eve
     os.replace(tmp, path)
 
 
+@gc_paused  # as Generations.update
 def _update_in_place(iface: str, prog_id: int, compiled: Compiled, *, ct_size: int, events: EventSettings,
                      audit: bool, t0: float) -> tuple[UpdateResult | None, str | None]:
     """Update the attached object's inactive generation and switch to it:
@@ -321,6 +323,7 @@ def _update_in_place(iface: str, prog_id: int, compiled: Compiled, *, ct_size: i
     if meta.get("event_buffer") != events.buffer:
         return None, f"event buffer changed to {events.buffer}"
     maps = maps_of(prog_id, UPDATE_MAPS)
+    gens = None
     try:
         if set(maps) != set(UPDATE_MAPS):
             return None, "the loaded object predates updates in place"
@@ -343,6 +346,8 @@ def _update_in_place(iface: str, prog_id: int, compiled: Compiled, *, ct_size: i
         dirty.unlink()
         return res, None
     finally:
+        if gens is not None:
+            gens.close()
         for m in maps.values():
             m.close()
 

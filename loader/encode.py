@@ -20,17 +20,19 @@ import struct
 import sys
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from itertools import islice, repeat
 from operator import rshift, xor
 
 from hepbpf.compiler.alloc import gc_paused
-from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, MapImage
+from hepbpf.compiler.mapimage import ACTION_CODES, NO_RULE, AddrScope, MapImage
 
 from . import abi
+from .dirpatch import DirScope, patch
 from .mapnames import (ADDR4, ADDR6, CLASS, CT, DIR, EVENTS, HOST4, HOST6, HOSTADDR, LOCAL4, LOCAL6, PORT, PROTO,
                        RULE_STATS, SCOPE, SLOT)
+from .scopediff import native, scope_delta
 
 GEN_MAPS = (ADDR4, ADDR6, HOST4, HOST6, SCOPE, PROTO, PORT, CLASS, SLOT, DIR)  # what a generation holds
 # Maps whose keys carry the generation in a byte (the others: in the index),
@@ -53,6 +55,12 @@ def lpm_prefixlen_of(cidr_bits: int) -> int:
 def _u32(x: int) -> bytes:
     """A host-order __u32 (array keys, class ids)."""
     return x.to_bytes(4, sys.byteorder)
+
+
+@cache
+def _index_keys(n: int) -> tuple[bytes, ...]:
+    """_u32(i) for i < n."""
+    return tuple(map(_u32, range(n)))
 
 
 # Idle timeouts per enum hep_ct_state, in seconds: Calico's BPF dataplane
@@ -153,6 +161,9 @@ class Content:
 
     nwords: int
     maps: dict[str, dict[bytes, bytes]]
+    # (chain, side, family) -> how its address scope was encoded, for the
+    # next update (ScopeCode); None for a Content read from a record
+    scopes: dict | None = field(default=None, compare=False, repr=False)
 
     def count(self, name: str) -> int:
         return len(self.maps[name])
@@ -292,12 +303,12 @@ def _summary_of_bytes(vec: int, raw: bytes, nwords: int) -> int:
 
 def _class_ids(img: MapImage, like: Content | None) -> tuple[list[int], dict[bytes, bytes]]:
     """A class id per class of ``img``, and hep_class_v2's entries. With
-    ``like`` (what the generation to be written holds), a class whose
-    vector ``like`` has keeps its id there, so the entries that name it
-    (addresses, protocols, ports) are unchanged and an update writes only
-    what changed; new vectors take the lowest free ids. The compiler
-    numbers classes afresh each time, so one rule more or less would
-    otherwise renumber most of them."""
+    ``like`` (the policy being replaced), a class whose vector ``like`` has
+    keeps its id there, so the entries that name it (addresses, protocols,
+    ports) are unchanged and an update writes only what changed; new
+    vectors take the lowest free ids. The compiler numbers classes afresh
+    each time, so one rule more or less would otherwise renumber most of
+    them."""
     values = []
     nbytes = 8 * img.nwords
     sum_words = abi.const("HEP_SUM_WORDS")
@@ -546,7 +557,8 @@ def dir_plan(by_len: dict[int, dict[int, bytes]], width: int,
     return None
 
 
-def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int, ...], width: int) -> array:
+def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int, ...], width: int,
+               origin: int = 0) -> array:
     """A DIR scope's entries (hep_dir_v1, struct hep_scope): ``by_len[p]``
     maps each /p's network address (an int) to its class (__u32 bytes);
     every prefix but the /0 is at least ``skip`` long and shares its first
@@ -564,7 +576,9 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
     it, so every entry holds the class of the longest prefix covering it,
     and a walk ends at the first leaf or record: the trie's answer. Child
     and record references are entry indexes from the scope's start, so the
-    blocks move with it. ValueError if the levels leave two prefixes below
+    blocks move with it; ``origin``: where these entries will start in
+    their scope (a subtree rebuilt by loader/dirpatch.py; a multiple of
+    HEP_DIR_RECORD_LEN). ValueError if the levels leave two prefixes below
     the last boundary together (a plan not from dir_plan)."""
     leaf, record = abi.const("HEP_DIR_LEAF"), abi.const("HEP_DIR_RECORD")
     rec_len = abi.const("HEP_DIR_RECORD_LEN")
@@ -614,7 +628,7 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
                     continue
                 parent = base + (key & pmask)
                 if level_below[key] == 1:  # alone from here down: a record
-                    pad = -len(out) % rec_len
+                    pad = -(origin + len(out)) % rec_len
                     if pad:
                         extend(zeros[:pad])
                     at = len(out)
@@ -623,13 +637,13 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
                     else:
                         extend((addr >> 96, (addr >> 64) & 0xFFFFFFFF, (addr >> 32) & 0xFFFFFFFF,
                                 addr & 0xFFFFFFFF, p, e, out[parent], 0))
-                    out[parent] = record | at
+                    out[parent] = record | (origin + at)
                     break
                 if j == last:
                     raise ValueError(f"two prefixes below bit {bounds[j]} share a DIR entry: the plan is too short")
                 node = level_blocks[key] = len(out)
                 extend(array("I", [out[parent]]) * (1 << levels[j]))
-                out[parent] = node
+                out[parent] = origin + node
                 base = node
             else:  # level < last: at the last level it was a record, or raised
                 first = base + ((addr >> shift) & mask)
@@ -665,31 +679,50 @@ def scope_entries(by_len: dict[int, dict[int, bytes]], width: int, chain: int, s
     """One address scope: ``by_len[p]`` maps each /p's network address (an
     int) to its value. Adds its hep_host and hep_addr entries (gen 0) to
     ``host`` and ``trie``, or its blocks to ``dirs`` (Content's hep_dir_v1:
-    root -> entries); returns its hep_scope value. A scope holding only its
-    /0 needs no lookup; one whose DIR fits its budget is a DIR scope (with
-    ``dirs``); else one whose prefixes expand within budget is a stride
-    scope (every block in the host hash, nothing in the trie); else a trie
-    scope (full-length prefixes in the host hash, the others in the trie),
-    so no policy depends on being friendly to expansion."""
+    root -> entries); returns its hep_scope value (_encode_scope)."""
+    fields, h, t, d = _encode_scope(by_len, width, chain, side, dirs is not None)
+    host.update(h)
+    trie.update(t)
+    if d is not None:
+        fields["root"] = _dir_root(dirs)
+        dirs[_u32(fields["root"])] = d[2].tobytes()
+    return abi.pack("struct hep_scope", fields)
+
+
+def _dir_root(dirs: dict[bytes, bytes]) -> int:
+    """Where the next DIR scope starts: each from a cache line of its own."""
+    line = abi.const("HEP_DIR_LINE")
+    return -(-dir_span(dirs) // line) * line
+
+
+def _encode_scope(by_len: dict[int, dict[int, bytes]], width: int, chain: int, side: int,
+                  dir_ok: bool) -> tuple[dict, dict[bytes, bytes], dict[bytes, bytes], tuple | None]:
+    """(hep_scope fields but the root, hep_host entries, hep_addr entries,
+    (skip, levels, entries) of a DIR scope or None). A scope holding only
+    its /0 needs no lookup; one whose DIR fits its budget is a DIR scope
+    (if ``dir_ok``); else one whose prefixes expand within budget is a
+    stride scope (every block in the host hash, nothing in the trie); else
+    a trie scope (full-length prefixes in the host hash, the others in the
+    trie), so no policy depends on being friendly to expansion."""
     lookup = abi.const("HEP_SCOPE_LOOKUP")
+    host: dict[bytes, bytes] = {}
+    trie: dict[bytes, bytes] = {}
     if len(by_len) == 1 and 0 in by_len:
-        return abi.pack("struct hep_scope", {"klass": int.from_bytes(by_len[0][0], sys.byteorder)})
+        return {"klass": int.from_bytes(by_len[0][0], sys.byteorder)}, host, trie, None
     miss = int.from_bytes(by_len[0][0], sys.byteorder) if 0 in by_len else lookup  # the /0's class
-    plan = dir_plan(by_len, width, abi.const("HEP_STRIDE_MAX")) if dirs is not None else None
+    plan = dir_plan(by_len, width, abi.const("HEP_STRIDE_MAX")) if dir_ok else None
     if plan is not None:
         skip, levels = plan
-        line = abi.const("HEP_DIR_LINE")
-        root = -(-dir_span(dirs) // line) * line  # each scope from a cache line of its own
-        dirs[_u32(root)] = dir_blocks(by_len, skip, levels, width).tobytes()
-        return abi.pack("struct hep_scope", {"klass": lookup, "miss": miss, "mode": abi.const("HEP_SCOPE_DIR"),
-                                             "n": len(levels), "len": list(levels), "root": root, "skip": skip,
-                                             "prefix": dir_prefix(by_len, skip, width)})
+        entries = dir_blocks(by_len, skip, levels, width)
+        return ({"klass": lookup, "miss": miss, "mode": abi.const("HEP_SCOPE_DIR"), "n": len(levels),
+                 "len": list(levels), "skip": skip, "prefix": dir_prefix(by_len, skip, width)},
+                host, trie, (skip, levels, entries))
     strides = stride_plan({p: len(g) for p, g in by_len.items()}, abi.const("HEP_STRIDE_MAX"))
     if strides is not None:
         for plen, blocks in expand_prefixes(by_len, strides, width).items():
             host.update(zip(host_keys(chain, side, plen, width, blocks), blocks.values()))
-        return abi.pack("struct hep_scope", {"klass": lookup, "miss": miss, "mode": abi.const("HEP_SCOPE_STRIDES"),
-                                             "n": len(strides), "len": list(strides)})
+        return ({"klass": lookup, "miss": miss, "mode": abi.const("HEP_SCOPE_STRIDES"), "n": len(strides),
+                 "len": list(strides)}, host, trie, None)
     ctype = KEYED_MAPS[ADDR4 if width == 32 else ADDR6]
     _, _, at = _keyed_layout(ctype)
     for plen, g in by_len.items():
@@ -698,34 +731,120 @@ def scope_entries(by_len: dict[int, dict[int, bytes]], width: int, chain: int, s
             continue
         head = abi.pack(ctype, {"chain": chain, "side": side, "prefixlen": lpm_prefixlen_of(plen)})[:at]
         trie.update(zip(map(head.__add__, map(int.to_bytes, g, repeat(width // 8), repeat("big"))), g.values()))
-    return abi.pack("struct hep_scope", {"klass": lookup, "mode": abi.const("HEP_SCOPE_TRIE")})
+    return {"klass": lookup, "mode": abi.const("HEP_SCOPE_TRIE")}, host, trie, None
 
 
-def _addr_scopes(img: MapImage, maps: dict, cid: list[bytes]) -> dict[tuple[int, int, int], bytes]:
-    """Fill the address maps of ``maps`` from img.addr_scopes; returns each
-    scope's (chain, side, family) hep_scope value (scope_entries)."""
-    scopes: dict[tuple, dict[int, dict[int, bytes]]] = {}
+@dataclass(frozen=True, slots=True)
+class ScopeCode:
+    """One address scope as content() encoded it: its hep_scope fields (the
+    root is set where the scope is placed), its hash and trie entries, or
+    its DIR entries with what patching them needs. A Content keeps these so
+    the next update reuses a scope that did not change and patches a DIR
+    scope that changed a little (loader/dirpatch.py), in time that grows
+    with the change; anything else is encoded afresh."""
+
+    src: AddrScope
+    cid: tuple[int, ...]  # content class id of each of src's image's classes
+    fields: dict
+    host: dict[bytes, bytes]
+    trie: dict[bytes, bytes]
+    dir: DirScope | None = None
+
+
+def _by_len(s: AddrScope, cid: list[bytes]) -> dict[int, dict[int, bytes]]:
+    """A scope's prefixes by length: network address (int) -> class bytes."""
+    by_len: dict[int, dict[int, bytes]] = {}
+    get = by_len.get
+    for k, c in zip(s.keys, map(cid.__getitem__, s.classes)):
+        g = get(k & 0xFF)
+        if g is None:
+            g = by_len[k & 0xFF] = {}
+        g[k >> 8] = c
+    return by_len
+
+
+def _slim(s: AddrScope) -> AddrScope:
+    """``s`` without its networks: what a later diff needs of it (a Content
+    outlives its image; the networks are most of the image's memory)."""
+    return AddrScope(s.chain, s.side, s.family, s.keys, s.classes, {}, s.packed_keys, s.packed_classes)
+
+
+def _fresh_scope(s: AddrScope, ids: tuple[int, ...], cid: list[bytes]) -> ScopeCode:
+    width = 32 if s.family == 4 else 128
+    by_len = _by_len(s, cid)
+    fields, host, trie, d = _encode_scope(by_len, width, s.chain, s.side, True)
+    s = _slim(s)
+    if d is None:
+        return ScopeCode(s, ids, fields, host, trie)
+    skip, levels, entries = d
+    top = (next(iter(by_len[next(p for p in by_len if p >= skip)])) >> (width - skip)) if skip else 0
+    return ScopeCode(s, ids, fields, host, trie, DirScope(s, ids, width, skip, levels, top,
+                                                          {p: len(g) for p, g in by_len.items()}, entries.tobytes()))
+
+
+def _same_classes(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether the image classes two images share have the same content ids
+    (then equal (key, image class) pairs encode equally)."""
+    m = min(len(a), len(b))
+    return a[:m] == b[:m]
+
+
+def _scope_code(s: AddrScope, ids: tuple[int, ...], cid: list[bytes], prev: ScopeCode | None,
+                dir_room: int) -> ScopeCode:
+    """``s`` encoded: ``prev``'s code if nothing changed, ``prev``'s DIR
+    patched if little did, else afresh."""
+    if prev is not None and _same_classes(prev.cid, ids):
+        delta = scope_delta(prev.src, s, max(64, len(s.keys) // 2))
+        s = _slim(s)
+        if delta is not None and not len(delta):
+            return ScopeCode(s, ids, prev.fields, prev.host, prev.trie,
+                             prev.dir and replace(prev.dir, src=s, cid=ids))
+        if delta is not None and prev.dir is not None:
+            d = patch(prev.dir, s, ids, delta, min(dir_room, dir_budget(len(s.keys))))
+            if d is not None:
+                return ScopeCode(s, ids, prev.fields, {}, {}, d)
+    return _fresh_scope(s, ids, cid)
+
+
+def _addr_scopes(img: MapImage, maps: dict, ids: tuple[int, ...], cid: list[bytes],
+                 prev: dict[tuple[int, int, int], ScopeCode], dir_room: int
+                 ) -> tuple[dict[tuple[int, int, int], bytes], dict[tuple[int, int, int], ScopeCode]]:
+    """Fill the address maps of ``maps`` from img.addr_scopes, reusing or
+    patching ``prev`` (_scope_code); returns each scope's (chain, side,
+    family) hep_scope value, and its code."""
+    codes: dict[tuple[int, int, int], ScopeCode] = {}
+    line = abi.const("HEP_DIR_LINE")
+    held = {k: -(-c.dir.size // line) * line for k, c in prev.items() if c.dir is not None}
     for s in img.addr_scopes:
-        if not s.keys:
-            continue
-        by_len = scopes.setdefault((32 if s.family == 4 else 128, s.chain, s.side), {})
-        get = by_len.get
-        for k, c in zip(s.keys, map(cid.__getitem__, s.classes)):
-            g = get(k & 0xFF)
-            if g is None:
-                g = by_len[k & 0xFF] = {}
-            g[k >> 8] = c
+        if s.keys:
+            key = (s.chain, s.side, s.family)
+            # A patched scope may grow into what the other DIR scopes leave.
+            room = dir_room - sum(n for k, n in held.items() if k != key)
+            codes[key] = _scope_code(s, ids, cid, prev.get(key), room)
     out = {}
-    for (width, chain, side), by_len in scopes.items():
-        v4 = width == 32
-        out[(chain, side, 4 if v4 else 6)] = scope_entries(by_len, width, chain, side, maps[HOST4 if v4 else HOST6],
-                                                           maps[ADDR4 if v4 else ADDR6], maps[DIR])
-    return out
+    for name, part in ((HOST4, "host"), (HOST6, "host"), (ADDR4, "trie"), (ADDR6, "trie")):
+        four = name in (HOST4, ADDR4)
+        parts = [getattr(c, part) for (_, _, fam), c in codes.items() if (fam == 4) == four and getattr(c, part)]
+        if len(parts) == 1:
+            maps[name] = parts[0]  # shared with the code: nobody writes either once made
+        else:
+            for p in parts:
+                maps[name].update(p)
+    for key, c in codes.items():
+        fields = c.fields
+        if c.dir is not None:
+            fields = {**fields, "root": _dir_root(maps[DIR])}
+            maps[DIR][_u32(fields["root"])] = c.dir.entries
+        out[key] = abi.pack("struct hep_scope", fields)
+    return out, codes
 
 
 @gc_paused  # hundreds of thousands of keys, no cycles (compiler/alloc.py)
-def content(img: MapImage, like: Content | None = None) -> Content:
-    """The generation-free entries of ``img``; ``like``: see _class_ids."""
+def content(img: MapImage, like: Content | None = None, dir_room: int = 1 << 32) -> Content:
+    """The generation-free entries of ``img``. ``like``: the Content of the
+    policy ``img`` replaces; its class ids are kept (_class_ids) and its
+    address scopes reused or patched where they changed little, so a DIR
+    scope may grow, up to ``dir_room`` entries."""
     sides = abi.const("HEP_SIDE_MAX")
     protos = abi.const("HEP_PROTO_SPACE")
     port_space = abi.const("HEP_PORT_SPACE")
@@ -734,7 +853,7 @@ def content(img: MapImage, like: Content | None = None) -> Content:
     maps: dict[str, dict[bytes, bytes]] = {k: {} for k in GEN_MAPS}
     ids, maps[CLASS] = _class_ids(img, like)
     cid = [_u32(i) for i in ids]
-    scopes = _addr_scopes(img, maps, cid)
+    scopes, codes = _addr_scopes(img, maps, tuple(ids), cid, (like and like.scopes) or {}, dir_room)
     # A scope without entries (no address map for it) is a trie scope, as
     # the compiler gives every scope a /0; a miss is then counted.
     empty = abi.pack("struct hep_scope", {"klass": abi.const("HEP_SCOPE_LOOKUP")})
@@ -744,12 +863,14 @@ def content(img: MapImage, like: Content | None = None) -> Content:
                 maps[SCOPE][_u32((chain * sides + side) * 2 + (fam == 6))] = scopes.get((chain, side, fam), empty)
 
     proto_values: dict[tuple[int, int], bytes] = {}  # most protocols share a few values
-    for e in img.proto:
-        index = (e.chain * sides + e.side) * protos + e.proto
+    index_key = _index_keys(abi.const("HEP_CHAIN_MAX") * sides * protos)
+    proto_map = maps[PROTO]
+    for e in img.proto:  # every protocol of each (chain, side): 1,024 of them, once per update
         v = (ids[e.klass], no_table if e.port_table is None else e.port_table * port_space)
-        if v not in proto_values:
-            proto_values[v] = abi.pack("struct hep_proto_ent", {"klass": v[0], "port_base": v[1]})
-        maps[PROTO][_u32(index)] = proto_values[v]
+        value = proto_values.get(v)
+        if value is None:
+            value = proto_values[v] = abi.pack("struct hep_proto_ent", {"klass": v[0], "port_base": v[1]})
+        proto_map[index_key[(e.chain * sides + e.side) * protos + e.proto]] = value
 
     tables: dict[int, array] = {}
     for seg in img.ports:
@@ -766,7 +887,7 @@ def content(img: MapImage, like: Content | None = None) -> Content:
             "policy": policy_index.get(s.policy or "", 0),
             "rule": NO_RULE if s.rule is None else s.rule,
         })
-    return Content(img.nwords, maps)
+    return Content(img.nwords, maps, codes)
 
 
 def _segments(raw: bytes) -> list[tuple[int, int, int]]:
@@ -804,35 +925,64 @@ def _port_changes(old: bytes | None, new: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
-DIR_PAGE = 4096  # bytes compared at once before looking closer
+DIR_STEPS = (65536, 4096, 256, 16)  # bytes compared at once, coarse to fine
+DIR_NATIVE_SPANS = 4  # differing 64 KiB spans past which the native helper compares
 
 
 def _dir_runs(first: int, old: bytes | None, new: bytes) -> list[tuple[int, bytes]]:
     """hep_dir_v1 writes (first entry, entries) turning a scope's ``old``
     entries into ``new`` at entry ``first``: the runs of differing 16-byte
-    chunks, found page by page (a few changed CIDRs change a few entries;
-    comparing a page is one memcmp). All of ``new`` if the scope was not
-    there or changed size (then its blocks moved)."""
-    if old is None or len(old) != len(new):
+    chunks, found coarse to fine (a few changed CIDRs change a few entries:
+    a differing 64 KiB span is looked at in pages, a differing page in
+    256-byte pieces, and so on; each comparison is one memcmp, startswith()
+    on a memoryview, where comparing memoryviews goes element by element),
+    or, where many spans differ, by the native helper in one pass; then
+    what ``new`` has past ``old``'s end (a patched scope grows:
+    dirpatch.py). All of ``new`` if the scope was not there or shrank
+    (then its blocks moved)."""
+    if old is None or len(old) > len(new):
         return [(first, new)]
-    out: list[tuple[int, bytes]] = []
-    chunk = 16
-    mo, mn = memoryview(old), memoryview(new)
-    for page in range(0, len(new), DIR_PAGE):
-        end = min(page + DIR_PAGE, len(new))
-        if mo[page:end] == mn[page:end]:
-            continue
-        run = None
-        for at in range(page, end, chunk):
-            if mo[at:at + chunk] != mn[at:at + chunk]:
-                if run is None:
-                    run = at
-            elif run is not None:
-                out.append((first + run // 4, new[run:at]))
-                run = None
-        if run is not None:
-            out.append((first + run // 4, new[run:end]))
-    return out
+    mo = memoryview(old)
+    step = DIR_STEPS[-1]
+    chunks: list[int] = []  # differing 16-byte chunks' offsets, ascending
+
+    def look(lo: int, hi: int, level: int) -> None:
+        size = DIR_STEPS[level]
+        for at in range(lo, hi, size):
+            end = min(at + size, hi)
+            if new.startswith(mo[at:end], at):
+                continue
+            if level + 1 == len(DIR_STEPS):
+                chunks.append(at)
+            else:
+                look(at, end, level + 1)
+
+    top = DIR_STEPS[0]
+    spans = [at for at in range(0, len(old), top) if not new.startswith(mo[at:at + top], at)]
+    lib = native()
+    if lib is not None and len(spans) > DIR_NATIVE_SPANS:
+        ffi, c = lib
+        lo, hi = spans[0], min(spans[-1] + top, len(old))
+        n = (hi - lo + step - 1) // step
+        out = array("I", bytes(4 * n))
+        got = c.hep_diff_chunks(ffi.from_buffer(mo[lo:hi]), ffi.from_buffer(memoryview(new)[lo:hi]), hi - lo, step,
+                                ffi.from_buffer("uint32_t[]", out), n)
+        chunks = [lo + step * i for i in out[:got]]
+    else:
+        for at in spans:
+            look(at, min(at + top, len(old)), 1)
+    out_runs: list[tuple[int, bytes]] = []
+    i = 0
+    while i < len(chunks):
+        j = i
+        while j + 1 < len(chunks) and chunks[j + 1] == chunks[j] + step:
+            j += 1
+        lo, hi = chunks[i], min(chunks[j] + step, len(old))
+        out_runs.append((first + lo // 4, new[lo:hi]))
+        i = j + 1
+    if len(new) > len(old):
+        out_runs.append((first + len(old) // 4, new[len(old):]))
+    return out_runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -913,6 +1063,8 @@ class Placement:
             want = new.maps[name]
             if name == CLASS and old is not None and old.nwords != new.nwords:
                 have = {}  # the words moved: every vector is new
+            if have and have == want:  # most maps, most updates: one comparison in C
+                continue
             if have:
                 changed = [k for k, v in want.items() if have.get(k) != v]
                 values = [want[k] for k in changed]
@@ -1031,8 +1183,11 @@ _MAGIC = b"HEPGEN1\n"
 
 def dump_generations(meta: dict, held: list[Content | None]) -> bytes:
     """A compact binary record: a JSON header (``meta`` and the layout),
-    then per generation and map the keys and values, concatenated. Loads
-    100,000 entries in tens of ms (no per-entry parsing)."""
+    then per generation and map the keys and values, concatenated, and per
+    DIR scope what patching it needs (its image scope's packed keys and
+    classes; its entries are the map's): so a later `hepbpf apply`, a new
+    process, patches the scope as a long-lived one would. Loads 100,000
+    entries in tens of ms (no per-entry parsing)."""
     sections, blobs = [], []
     for gen, c in enumerate(held):
         if c is None:
@@ -1044,8 +1199,59 @@ def dump_generations(meta: dict, held: list[Content | None]) -> bytes:
             sections.append({"gen": gen, "map": name, "n": len(entries), "nwords": c.nwords,
                              "sizes": [len(keys), 4 * len(lens), len(vals)]})
             blobs += [keys, lens.tobytes(), vals]
+        for key, code in (c.scopes or {}).items():
+            d = code.dir
+            if d is None:
+                continue
+            root = next((int.from_bytes(k, sys.byteorder) for k, v in c.maps[DIR].items() if v is d.entries), None)
+            if root is None:
+                continue
+            sections.append({"gen": gen, "scope": list(key), "root": root, "n": len(d.src.keys),
+                             "cid": list(code.cid), "fields": code.fields, "skip": d.skip, "levels": list(d.levels),
+                             "top": d.top, "lens": {str(p): n for p, n in d.lens.items() if n},
+                             "garbage": d.garbage, "sizes": [len(d.src.packed_keys), len(d.src.packed_classes)]})
+            blobs += [d.src.packed_keys, d.src.packed_classes]
     head = json.dumps({"meta": meta, "sections": sections}).encode()
     return _MAGIC + struct.pack("<I", len(head)) + head + b"".join(blobs)
+
+
+class _Keys17:
+    """IPv6 sort keys read from their packed form (17 big-endian bytes
+    each) as they are asked for: what a patch bisects and slices of the
+    previous policy's keys, without making 100,000 ints up front."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+
+    def __len__(self) -> int:
+        return len(self.raw) // 17
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return int.from_bytes(self.raw[17 * i:17 * i + 17], "big")
+
+
+def _recorded_scope(sec: dict, packed_keys: bytes, packed_classes: bytes, entries: bytes) -> ScopeCode:
+    chain, side, family = sec["scope"]
+    if family == 4:
+        keys = array("Q")
+        keys.frombytes(packed_keys)
+    else:
+        keys = _Keys17(packed_keys)
+    classes = array("I")
+    classes.frombytes(packed_classes)
+    src = AddrScope(chain, side, family, keys, classes, {}, packed_keys, packed_classes)
+    cid = tuple(sec["cid"])
+    d = DirScope(src, cid, 32 if family == 4 else 128, sec["skip"], tuple(sec["levels"]), sec["top"],
+                 {int(p): n for p, n in sec["lens"].items()}, entries, sec["garbage"])
+    return ScopeCode(src, cid, sec["fields"], {}, {}, d)
 
 
 def load_generations(raw: bytes) -> tuple[dict, list[Content | None]]:
@@ -1060,7 +1266,13 @@ def load_generations(raw: bytes) -> tuple[dict, list[Content | None]]:
     gens = abi.const("HEP_GEN_MAX")
     maps: list[dict[str, dict[bytes, bytes]]] = [{} for _ in range(gens)]
     nwords = [0] * gens
+    scopes: list[list[tuple[dict, bytes, bytes]]] = [[] for _ in range(gens)]
     for sec in doc["sections"]:
+        if "scope" in sec:
+            klen, clen = sec["sizes"]
+            scopes[sec["gen"]].append((sec, bytes(view[pos:pos + klen]), bytes(view[pos + klen:pos + klen + clen])))
+            pos += klen + clen
+            continue
         klen, llen, vlen = sec["sizes"]
         keys = bytes(view[pos:pos + klen])
         lens = array("I")
@@ -1076,6 +1288,15 @@ def load_generations(raw: bytes) -> tuple[dict, list[Content | None]]:
             v += ln
         maps[sec["gen"]][sec["map"]] = entries
         nwords[sec["gen"]] = sec["nwords"]
-    held = [Content(nwords[g], {k: maps[g].get(k, {}) for k in GEN_MAPS}) if maps[g] else None
-            for g in range(gens)]
+    held: list[Content | None] = []
+    for g in range(gens):
+        if not maps[g]:
+            held.append(None)
+            continue
+        codes = {}
+        for sec, pk, pc in scopes[g]:
+            entries = maps[g].get(DIR, {}).get(_u32(sec["root"]))
+            if entries is not None:
+                codes[tuple(sec["scope"])] = _recorded_scope(sec, pk, pc, entries)
+        held.append(Content(nwords[g], {k: maps[g].get(k, {}) for k in GEN_MAPS}, codes or None))
     return doc["meta"], held

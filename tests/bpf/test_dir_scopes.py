@@ -18,8 +18,8 @@ from hepbpf.loader.datapath import load_image
 from hepbpf.loader.encode import content
 from hepbpf.loader.mapnames import ADDR4, ADDR6, DIR, HOST4, HOST6
 
-from ..addrscopes import compile_text, edge_addresses, kernel_verdicts, per_cidr_policy, source_scope, tcp_from
-from ..cases import gnp, hep
+from ..addrscopes import (compile_text, edge_addresses, kernel_verdicts, netset_policy, per_cidr_policy, source_scope,
+                          tcp_from)
 
 pytestmark = pytest.mark.bpf
 
@@ -82,30 +82,9 @@ def test_random_prefix_sets_answer_as_the_reference(seed):
         _check(dp, a, tcp_from(addrs))
 
 
-def _set_policy(nets: list[str]) -> str:
-    body = "\n".join(f"  - {n}" for n in nets)
-    netset = f"""
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkSet
-metadata:
-  name: many
-  labels: {{role: many}}
-spec:
-  nets:
-{body}
----
-"""
-    return hep() + netset + gnp("p", """
-selector: all()
-ingress:
-- {action: Deny, protocol: TCP, source: {selector: role == 'many'}}
-- {action: Allow, protocol: TCP, source: {nets: [10.0.0.0/16]}}
-""")
-
-
 def test_updates_write_what_changed_and_switch_modes(monkeypatch):
     nets = [f"10.0.{i}.0/24" for i in range(40)]
-    a, b = (compile_text(_set_policy(n)) for n in (nets, nets[1:] + ["10.0.200.0/24"]))
+    a, b = (compile_text(netset_policy(n)) for n in (nets, nets[1:] + ["10.0.200.0/24"]))
     probes = tcp_from(["10.0.0.1", "10.0.200.1", "10.0.39.9", "10.0.99.1", "10.1.0.1"])
     with load_image(a.image, trace=True) as dp:
         gens = dp.generations
@@ -126,3 +105,49 @@ def test_updates_write_what_changed_and_switch_modes(monkeypatch):
         assert not res.reloaded, res.reason
         assert source_scope(gens.held[gens.active], 4).mode == abi.const("HEP_SCOPE_DIR")
         _check(dp, b, probes)
+
+
+def _site_nets(rnd: random.Random, n: int, family: int) -> list[str]:
+    """CIDRs of many lengths inside 10.0.0.0/16 or 2001:db8::/48."""
+    width, base, plen = (32, "10.0.0.0", 16) if family == 4 else (128, "2001:db8::", 48)
+    lo = int(ipaddress.ip_address(base))
+    out = set()
+    while len(out) < n:
+        p = rnd.choice((width, width, width - 4, width - 8, rnd.randint(plen + 2, width)))
+        a = lo | rnd.getrandbits(width - plen)
+        out.add(str(ipaddress.ip_network((a >> (width - p) << (width - p), p))))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_patched_scopes_answer_as_the_reference(seed, monkeypatch):
+    """Updates changing a few CIDRs of a 600-CIDR set (nested, of many
+    lengths, both families) patch the DIR scopes (loader/dirpatch.py)
+    rather than build them again, and the kernel then answers the
+    reference evaluator's verdict at the edges of every CIDR that changed
+    and of others."""
+    patched = []
+    real = encode.patch
+
+    def spy(*args):
+        out = real(*args)
+        patched.append(out is not None)
+        return out
+
+    monkeypatch.setattr(encode, "patch", spy)
+    rnd = random.Random(seed)
+    nets = sorted(set(_site_nets(rnd, 300, 4) + _site_nets(rnd, 300, 6)))
+    a = compile_text(netset_policy(nets))
+    verdicts = set()
+    with load_image(a.image, trace=True) as dp:
+        for _ in range(3):
+            gone = set(rnd.sample(nets, 6))
+            fresh = set(_site_nets(rnd, 4, 4) + _site_nets(rnd, 4, 6)) - set(nets)
+            new = sorted((set(nets) - gone) | fresh)
+            b = compile_text(netset_policy(new))
+            res = dp.update(b.image)
+            assert not res.reloaded, res.reason
+            verdicts |= _check(dp, b, tcp_from(edge_addresses(sorted(gone | fresh) + rnd.sample(new, 20))))
+            nets = new
+    assert verdicts == {"allow", "deny"}
+    assert sum(patched) >= 3, patched

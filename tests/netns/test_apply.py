@@ -5,6 +5,8 @@ policy's rules. A change that needs other settings reloads, and says why."""
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import re
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from hepbpf.vm.lab import NODE4
 from hepbpf.vm.probe import PacketSpec, probe
 
-from ..cases import IFACE, NODE, deny_then_allow
+from ..cases import IFACE, NODE, deny_then_allow, gnp, hep
 from .conftest import hepbpf, status
 
 pytestmark = pytest.mark.netns
@@ -86,3 +88,49 @@ def test_apply_needs_an_attached_interface(lab, tmp_path):
     pol.write_text(deny_then_allow("guard", PORT_A, PORT_B))
     res = hepbpf(lab, "apply", IFACE, str(pol), "--node", NODE, check=False)
     assert res.returncode == 1 and "not attached" in res.stderr
+
+
+def _set_policy(nets: list[str]) -> str:
+    body = "\n".join(f"  - {n}" for n in nets)
+    return hep() + f"""
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata:
+  name: blocked
+  labels: {{role: blocked}}
+spec:
+  nets:
+{body}
+---
+""" + gnp("guard", f"""
+selector: role == "node"
+types: [Ingress]
+ingress:
+- {{action: Deny, protocol: TCP, source: {{selector: role == 'blocked'}}}}
+- {{action: Allow, protocol: TCP, destination: {{ports: [{PORT_A}]}}}}
+""")
+
+
+def test_apply_patches_a_large_set_from_the_record(lab, tmp_path):
+    """One CIDR in or out of a 5,000-CIDR GlobalNetworkSet through `hepbpf
+    apply` (a new process each time, starting from the generation record):
+    the verdict for the client it names flips, in place."""
+    client = lab.clients[0].addrs4[0]
+    # Around the client (map entries only, no traffic), so adding it keeps
+    # the bits the set's addresses share: a patch, not a new plan.
+    near = ipaddress.ip_network(f"{client}/18", strict=False)
+    others = [f"{a}/32" for a in itertools.islice((h for h in near.hosts() if str(h) != client), 5000)]
+    plain, blocked = tmp_path / "plain.yaml", tmp_path / "blocked.yaml"
+    plain.write_text(_set_policy(others))
+    blocked.write_text(_set_policy(others[1:] + [f"{client}/32"]))
+    try:
+        hepbpf(lab, "attach", IFACE, str(plain), "--node", NODE)
+        assert send(lab, PORT_A, 2, 41000) == [True, True]
+        for policy, passes, port in ((blocked, False, 42000), (plain, True, 43000), (blocked, False, 44000)):
+            out = hepbpf(lab, "apply", IFACE, str(policy), "--node", NODE).stdout
+            m = re.search(r"updated eth1 in [\d.]+ ms: (\d+) entries written, (\d+) deleted, generation \d "
+                          r"\(no reload", out)
+            assert m and int(m.group(1)) < 100, out  # a few DIR entries, not the set's
+            assert send(lab, PORT_A, 2, port) == [passes] * 2
+    finally:
+        hepbpf(lab, "detach", IFACE, check=False)
