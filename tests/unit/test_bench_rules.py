@@ -84,3 +84,12 @@ def test_verdicts_never_call_a_missing_figure_met():
     assert by_goal["100k-CIDR set / plain LPM trie, IPv4, members keys"].met is True
     assert by_goal["100k-CIDR set / plain LPM trie, IPv4, uniform keys"].measured == 600 / 900
     assert "MISSED" in report.text(data) and "not measured" in report.text(data)
+    data["updates"] = {"cidr_s": {"run": {"100": 0.0009}, "scattered": {"100": 0.003}}, "rule_s": 0.02,
+                       "rows": [{"change": "cidrs", "pattern": "scattered", "k": 100, "effect_s": 0.003,
+                                 "effect_min_s": 0.002, "effect_max_s": 0.004, "rounds": 5, "kernel_s": 1e-4,
+                                 "written": 200, "deleted": 0, "reloaded": False}]}
+    by_goal = {v.goal: v for v in report.verdicts(data)}
+    assert by_goal["update of 100 CIDRs (run) in a 100k set (diff+write+switch)"].met is True  # 0.9 <= 1.1 ms
+    scattered = by_goal["update of 100 CIDRs (scattered) in a 100k set (diff+write+switch)"]
+    assert scattered.met is False and "2.00-4.00 ms of 5" in scattered.detail
+    assert by_goal["update of 1 rule in a 10,000-rule policy"].met is True
