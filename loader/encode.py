@@ -927,6 +927,7 @@ def _port_changes(old: bytes | None, new: bytes) -> list[tuple[int, int, int]]:
 
 DIR_STEPS = (65536, 4096, 256, 16)  # bytes compared at once, coarse to fine
 DIR_NATIVE_SPANS = 4  # differing 64 KiB spans past which the native helper compares
+DIR_RUN_GAP = 8  # equal 16-byte chunks between two runs the native search makes one
 
 
 def _dir_runs(first: int, old: bytes | None, new: bytes) -> list[tuple[int, bytes]]:
@@ -960,18 +961,25 @@ def _dir_runs(first: int, old: bytes | None, new: bytes) -> list[tuple[int, byte
     top = DIR_STEPS[0]
     spans = [at for at in range(0, len(old), top) if not new.startswith(mo[at:at + top], at)]
     lib = native()
+    out_runs: list[tuple[int, bytes]] = []
     if lib is not None and len(spans) > DIR_NATIVE_SPANS:
+        # Changes all over: the native helper finds the runs, runs a few
+        # chunks apart made one (thousands of small writes cost more than
+        # writing a few unchanged entries again).
         ffi, c = lib
         lo, hi = spans[0], min(spans[-1] + top, len(old))
         n = (hi - lo + step - 1) // step
-        out = array("I", bytes(4 * n))
-        got = c.hep_diff_chunks(ffi.from_buffer(mo[lo:hi]), ffi.from_buffer(memoryview(new)[lo:hi]), hi - lo, step,
-                                ffi.from_buffer("uint32_t[]", out), n)
-        chunks = [lo + step * i for i in out[:got]]
-    else:
-        for at in spans:
-            look(at, min(at + top, len(old)), 1)
-    out_runs: list[tuple[int, bytes]] = []
+        pairs = array("I", bytes(8 * n))
+        got = c.hep_diff_runs(ffi.from_buffer(mo[lo:hi]), ffi.from_buffer(memoryview(new)[lo:hi]), hi - lo, step,
+                              DIR_RUN_GAP, ffi.from_buffer("uint32_t[]", pairs), n)
+        for a, b in zip(pairs[0:2 * got:2], pairs[1:2 * got:2]):
+            start, end = lo + step * a, min(lo + step * b, len(old))
+            out_runs.append((first + start // 4, new[start:end]))
+        if len(new) > len(old):
+            out_runs.append((first + len(old) // 4, new[len(old):]))
+        return out_runs
+    for at in spans:
+        look(at, min(at + top, len(old)), 1)
     i = 0
     while i < len(chunks):
         j = i

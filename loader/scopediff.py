@@ -17,6 +17,7 @@ import functools
 from array import array
 from bisect import bisect_left
 from dataclasses import dataclass
+from operator import itemgetter
 
 from cffi import FFI
 
@@ -44,7 +45,7 @@ class ScopeDelta:
         return len(self.removed) + len(self.added) + len(self.changed)
 
     def keys(self) -> list[int]:
-        return self.removed + [k for k, _ in self.added] + [k for k, _ in self.changed]
+        return self.removed + list(map(itemgetter(0), self.added)) + list(map(itemgetter(0), self.changed))
 
 
 def _common_run(a: bytes, i: int, b: memoryview, j: int, most: int, w: int) -> int:
@@ -84,8 +85,10 @@ def native():
     ffi.cdef("int hep_scope_merge(const unsigned char *ok, const uint32_t *oc, size_t no,"
              " const unsigned char *nk, const uint32_t *nc, size_t nn, size_t w, size_t i, size_t j,"
              " uint32_t *removed, uint32_t *added, uint32_t *changed, size_t max, size_t *counts);"
-             "long hep_diff_chunks(const unsigned char *a, const unsigned char *b, size_t len, size_t chunk,"
-             " uint32_t *out, size_t max);")
+             "long hep_diff_runs(const unsigned char *a, const unsigned char *b, size_t len, size_t chunk,"
+             " size_t gap, uint32_t *out, size_t max);"
+             "int hep_scatter_u32(uint32_t *entries, size_t len, const uint32_t *idx, const uint32_t *values,"
+             " size_t n);")
     return ffi, ffi.dlopen(str(path))
 
 
