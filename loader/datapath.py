@@ -16,6 +16,7 @@ not fit the loaded object's capacity or rodata reloads it instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import mmap
 import os
@@ -25,6 +26,8 @@ import time
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+from cffi import FFI
 
 from hepbpf.compiler.alloc import gc_paused
 from hepbpf.compiler.mapimage import CHAIN_INGRESS, MapImage
@@ -84,6 +87,27 @@ def _u32(x: int) -> bytes:
     return x.to_bytes(4, sys.byteorder)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+KEEP_FREED = 64 << 20
+
+
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Have glibc serve large allocations from the heap and keep freed
+    heap memory: an update copies and frees a scope's entries (1 MiB for
+    100,000 /32s), and by default each copy is a fresh mmap whose 256 page
+    faults cost 0.4 ms of a 1 ms update. Up to KEEP_FREED stays with the
+    process. Once per process; a libc without mallopt keeps its defaults."""
+    ffi = FFI()
+    ffi.cdef("int mallopt(int param, int value);")
+    try:
+        libc = ffi.dlopen(None)
+        libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * KEEP_FREED)
+    except (OSError, AttributeError):
+        pass
+
+
 class Generations:
     """The two policy generations of one loaded object: what each holds
     (None: unknown), which one packets read, and the switch between them.
@@ -94,6 +118,8 @@ class Generations:
         self.capacity = capacity
         self.held = held
         self._views: dict[str, mmap.mmap] = {}
+        self._active: int | None = None
+        _keep_freed_memory()
 
     def _view(self, name: str) -> mmap.mmap:
         """The map's values, mapped once: mapping and unmapping hep_dir_v1
@@ -117,7 +143,11 @@ class Generations:
 
     @property
     def active(self) -> int:
-        return int.from_bytes(self.maps[GEN].lookup(_u32(0)), sys.byteorder)
+        """The generation packets read: hep_gen_v1, read once (a lookup
+        each time was 0.1 ms of a 1 ms update); switch() keeps it."""
+        if self._active is None:
+            self._active = int.from_bytes(self.maps[GEN].lookup(_u32(0)), sys.byteorder)
+        return self._active
 
     def plan(self, gen: int, new: Content) -> tuple[Changes, bytes]:
         """What write() does: (changes, rule counter keys)."""
@@ -194,6 +224,7 @@ class Generations:
         period). Returns the seconds that wait took."""
         gm = self.maps[GEN]
         gm.update(_u32(0), _u32(gen))
+        self._active = gen
         t = time.monotonic()
         self.maps[SYNC].update(_u32(0), _u32(gm.fd))
         return time.monotonic() - t
