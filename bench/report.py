@@ -258,9 +258,9 @@ def markdown(data: dict) -> str:
         return " / ".join("-" if v is None else f"{v:.0f}" for v in vals)
     for n in sorted({r["n"] for r in micro if r["n"]}):
         for f in fams:
-            lin_note = next((r["note"] for r in micro if r["engine"] == "LIN" and r["n"] == n
-                             and r["family"] == f and r.get("note")), "")
-            lin = "rejected" if lin_note else cell(_micro(micro, "LIN", family=f, n=n, case="none"),
+            rejected = any(r["engine"] == "LIN" and r["n"] == n and r["family"] == f
+                           and r.get("note", "").startswith("rejected") for r in micro)
+            lin = "rejected" if rejected else cell(_micro(micro, "LIN", family=f, n=n, case="none"),
                                                    _micro(micro, "LIN", family=f, n=n, case="last"))
             out.append(f"| {n:,} | IPv{f} | {cell(*(_micro(micro, 'hepbpf', family=f, n=n, case=c) for c in CASES_))}"
                        f" | {cell(*(_micro(micro, 'hepbpf', hook='tc', family=f, n=n, case=c) for c in ('none', 'last')))}"
