@@ -46,15 +46,13 @@ _KEY, _CLASS = itemgetter(0), itemgetter(1)  # of a ScopeDelta's (key, class) pa
 
 @dataclass(frozen=True, slots=True)
 class DirScope:
-    """An encoded DIR scope and what patching it needs. ``src``: the image's
-    scope it encodes; ``cid``: the content class id of each of that image's
-    classes; ``top``: the skip bits every prefix but the /0 shares, as an
-    int; ``lens``: prefix length -> how many the scope has; ``entries``:
-    its hep_dir_v1 entries, __u32 each, as bytes (never changed once made:
-    a patch copies them, once, and the copy is what Content holds)."""
+    """An encoded DIR scope and what patching it needs (the image scope it
+    encodes and its class ids are its encode.ScopeCode's). ``top``: the
+    skip bits every prefix but the /0 shares, as an int; ``lens``: prefix
+    length -> how many the scope has; ``entries``: its hep_dir_v1 entries,
+    __u32 each, as bytes (never changed once made: a patch copies them,
+    once, and the copy is what Content holds)."""
 
-    src: AddrScope
-    cid: tuple[int, ...]
     width: int
     skip: int
     levels: tuple[int, ...]
@@ -110,7 +108,7 @@ def _shared_base(d: DirScope, nk: tuple[int, ...], ncls: tuple[int, ...], cid: l
 
 def patch(d: DirScope, new: AddrScope, cid: list[int], delta: ScopeDelta, room: int) -> DirScope | None:
     """``d`` made to encode ``new`` (whose content class ids are ``cid``),
-    given what changed from d.src, in at most ``room`` entries (the DIR
+    given what changed from the scope ``d`` encodes, in at most ``room`` entries (the DIR
     budget of ``new``'s size, or what the loaded object has room for);
     None where a fresh build is needed (module docstring)."""
     leaf, miss, record, rec_len = _consts()
@@ -163,7 +161,7 @@ def patch(d: DirScope, new: AddrScope, cid: list[int], delta: ScopeDelta, room: 
             with memoryview(buf).cast("I") as entries:
                 for r, v in zip(index, values):
                     entries[r] = v
-        return DirScope(new, tuple(cid), width, skip, levels, top, lens, buf, d.garbage)
+        return DirScope(width, skip, levels, top, lens, buf, d.garbage)
 
     # Root entries to make again -> their base leaf where the change tells
     # it (a prefix of length b1 is the longest covering its entry), else None.
@@ -256,4 +254,4 @@ def patch(d: DirScope, new: AddrScope, cid: list[int], delta: ScopeDelta, room: 
     if size > room or 2 * garbage > size:
         return None
     buf += tail.tobytes()
-    return DirScope(new, tuple(cid), width, skip, levels, top, lens, buf, garbage)
+    return DirScope(width, skip, levels, top, lens, buf, garbage)

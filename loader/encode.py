@@ -20,7 +20,7 @@ import struct
 import sys
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice, repeat
 from operator import attrgetter, rshift, xor
@@ -661,13 +661,17 @@ def dir_blocks(by_len: dict[int, dict[int, bytes]], skip: int, levels: tuple[int
     return out
 
 
-def dir_prefix(by_len: dict[int, dict[int, bytes]], skip: int, width: int) -> list[int]:
-    """hep_scope.prefix: the ``skip`` shared bits (of any prefix but the
-    /0), as four host-order words, the rest zero."""
+def dir_top(by_len: dict[int, dict[int, bytes]], skip: int, width: int) -> int:
+    """The ``skip`` bits every prefix but the /0 shares, as an int."""
     if not skip:
-        return [0, 0, 0, 0]
-    a = next(iter(by_len[next(p for p in by_len if p >= skip)]))
-    a = (a >> (width - skip)) << (width - skip) << (128 - width)
+        return 0
+    return next(iter(by_len[next(p for p in by_len if p >= skip)])) >> (width - skip)
+
+
+def dir_prefix(by_len: dict[int, dict[int, bytes]], skip: int, width: int) -> list[int]:
+    """hep_scope.prefix: dir_top's bits as four host-order words, the rest
+    zero."""
+    a = dir_top(by_len, skip, width) << (width - skip) << (128 - width)
     return [(a >> (96 - 32 * i)) & 0xFFFFFFFF for i in range(4)]
 
 
@@ -784,8 +788,7 @@ def _fresh_scope(s: AddrScope, ids: tuple[int, ...], cid: list[bytes]) -> ScopeC
     if d is None:
         return ScopeCode(s, ids, fields, host, trie)
     skip, levels, entries = d
-    top = (next(iter(by_len[next(p for p in by_len if p >= skip)])) >> (width - skip)) if skip else 0
-    return ScopeCode(s, ids, fields, host, trie, DirScope(s, ids, width, skip, levels, top,
+    return ScopeCode(s, ids, fields, host, trie, DirScope(width, skip, levels, dir_top(by_len, skip, width),
                                                           {p: len(g) for p, g in by_len.items()}, entries.tobytes()))
 
 
@@ -804,8 +807,7 @@ def _scope_code(s: AddrScope, ids: tuple[int, ...], cid: list[bytes], prev: Scop
         delta = scope_delta(prev.src, s, max(64, len(s.keys) // 2))
         s = _slim(s)
         if delta is not None and not len(delta):
-            return ScopeCode(s, ids, prev.fields, prev.host, prev.trie,
-                             prev.dir and replace(prev.dir, src=s, cid=ids))
+            return ScopeCode(s, ids, prev.fields, prev.host, prev.trie, prev.dir)
         if delta is not None and prev.dir is not None:
             d = patch(prev.dir, s, ids, delta, min(dir_room, dir_budget(len(s.keys))))
             if d is not None:
@@ -860,7 +862,8 @@ def content(img: MapImage, like: Content | None = None, dir_room: int = 1 << 32)
     maps: dict[str, dict[bytes, bytes]] = {k: {} for k in GEN_MAPS}
     ids, maps[CLASS] = _class_ids(img, like)
     cid = [_u32(i) for i in ids]
-    scopes, codes = _addr_scopes(img, maps, tuple(ids), cid, (like and like.scopes) or {}, dir_room)
+    id_tuple = tuple(ids)
+    scopes, codes = _addr_scopes(img, maps, id_tuple, cid, (like and like.scopes) or {}, dir_room)
     # A scope without entries (no address map for it) is a trie scope, as
     # the compiler gives every scope a /0; a miss is then counted.
     empty = abi.pack("struct hep_scope", {"klass": abi.const("HEP_SCOPE_LOOKUP")})
@@ -874,7 +877,7 @@ def content(img: MapImage, like: Content | None = None, dir_room: int = 1 << 32)
     # are reused when its (class, port table) per entry and the ids of its
     # classes are the same: 40 us to compare where encoding took 150.
     proto_sig = tuple(map(_PROTO_SIG, img.proto))
-    if like is not None and like.proto_sig == proto_sig and _same_classes(like.cid, tuple(ids)):
+    if like is not None and like.proto_sig == proto_sig and _same_classes(like.cid, id_tuple):
         maps[PROTO] = like.maps[PROTO]
     else:
         proto_values: dict[tuple[int, int], bytes] = {}  # most protocols share a few values
@@ -902,7 +905,7 @@ def content(img: MapImage, like: Content | None = None, dir_room: int = 1 << 32)
             "policy": policy_index.get(s.policy or "", 0),
             "rule": NO_RULE if s.rule is None else s.rule,
         })
-    return Content(img.nwords, maps, codes, tuple(ids), proto_sig)
+    return Content(img.nwords, maps, codes, id_tuple, proto_sig)
 
 
 def _segments(raw: bytes) -> list[tuple[int, int, int]]:
@@ -976,7 +979,7 @@ def _dir_runs(first: int, old: bytes | None, new: bytes) -> list[tuple[int, byte
     top = DIR_STEPS[0]
     spans = [at for at in range(0, len(old), top) if not new.startswith(mo[at:at + top], at)]
     lib = native()
-    out_runs: list[tuple[int, bytes]] = []
+    runs: list[tuple[int, int]] = []  # (first byte, end byte) of each differing run
     if lib is not None and len(spans) > DIR_NATIVE_SPANS:
         # Changes all over: the native helper finds the runs, runs a few
         # chunks apart made one (thousands of small writes cost more than
@@ -987,25 +990,21 @@ def _dir_runs(first: int, old: bytes | None, new: bytes) -> list[tuple[int, byte
         pairs = array("I", bytes(8 * n))
         got = c.hep_diff_runs(ffi.from_buffer(mo[lo:hi]), ffi.from_buffer(memoryview(new)[lo:hi]), hi - lo, step,
                               DIR_RUN_GAP, ffi.from_buffer("uint32_t[]", pairs), n)
-        for a, b in zip(pairs[0:2 * got:2], pairs[1:2 * got:2]):
-            start, end = lo + step * a, min(lo + step * b, len(old))
-            out_runs.append((first + start // 4, new[start:end]))
-        if len(new) > len(old):
-            out_runs.append((first + len(old) // 4, new[len(old):]))
-        return out_runs
-    for at in spans:
-        look(at, min(at + top, len(old)), 1)
-    i = 0
-    while i < len(chunks):
-        j = i
-        while j + 1 < len(chunks) and chunks[j + 1] == chunks[j] + step:
-            j += 1
-        lo, hi = chunks[i], min(chunks[j] + step, len(old))
-        out_runs.append((first + lo // 4, new[lo:hi]))
-        i = j + 1
+        runs = [(lo + step * a, lo + step * b) for a, b in zip(pairs[0:2 * got:2], pairs[1:2 * got:2])]
+    else:
+        for at in spans:
+            look(at, min(at + top, len(old)), 1)
+        i = 0
+        while i < len(chunks):
+            j = i
+            while j + 1 < len(chunks) and chunks[j + 1] == chunks[j] + step:
+                j += 1
+            runs.append((chunks[i], chunks[j] + step))
+            i = j + 1
+    out = [(first + lo // 4, new[lo:min(hi, len(old))]) for lo, hi in runs]
     if len(new) > len(old):
-        out_runs.append((first + len(old) // 4, new[len(old):]))
-    return out_runs
+        out.append((first + len(old) // 4, new[len(old):]))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -1229,11 +1228,12 @@ def dump_generations(meta: dict, held: list[Content | None]) -> bytes:
             root = next((int.from_bytes(k, sys.byteorder) for k, v in c.maps[DIR].items() if v is d.entries), None)
             if root is None:
                 continue
-            sections.append({"gen": gen, "scope": list(key), "root": root, "n": len(d.src.keys),
+            src = code.src
+            sections.append({"gen": gen, "scope": list(key), "root": root, "n": len(src.keys),
                              "cid": list(code.cid), "fields": code.fields, "skip": d.skip, "levels": list(d.levels),
                              "top": d.top, "lens": {str(p): n for p, n in d.lens.items() if n},
-                             "garbage": d.garbage, "sizes": [len(d.src.packed_keys), len(d.src.packed_classes)]})
-            blobs += [d.src.packed_keys, d.src.packed_classes]
+                             "garbage": d.garbage, "sizes": [len(src.packed_keys), len(src.packed_classes)]})
+            blobs += [src.packed_keys, src.packed_classes]
     head = json.dumps({"meta": meta, "sections": sections}).encode()
     return _MAGIC + struct.pack("<I", len(head)) + head + b"".join(blobs)
 
@@ -1272,7 +1272,7 @@ def _recorded_scope(sec: dict, packed_keys: bytes, packed_classes: bytes, entrie
     classes.frombytes(packed_classes)
     src = AddrScope(chain, side, family, keys, classes, {}, packed_keys, packed_classes)
     cid = tuple(sec["cid"])
-    d = DirScope(src, cid, 32 if family == 4 else 128, sec["skip"], tuple(sec["levels"]), sec["top"],
+    d = DirScope(32 if family == 4 else 128, sec["skip"], tuple(sec["levels"]), sec["top"],
                  {int(p): n for p, n in sec["lens"].items()}, entries, sec["garbage"])
     return ScopeCode(src, cid, sec["fields"], {}, {}, d)
 

@@ -135,13 +135,13 @@ def test_patched_scopes_answer_as_longest_prefix_match(width, kind):
         code = _fresh_scope(_scope(by_len, fam), IDS, CID)
         if code.dir is None:
             continue
-        d = code.dir
+        d, src = code.dir, code.src
         for _step in range(4):  # one change after another: garbage accumulates, then a rebuild sheds it
             new = _changed(rnd, by_len, width, kind, rnd.choice((1, 2, 5, 20)))
             if not any(p for p in new):
                 break
             sn = _scope(new, fam)
-            delta = scope_delta(d.src, sn, 10**9)
+            delta = scope_delta(src, sn, 10**9)
             tried += 1
             got = patch(d, sn, list(IDS), delta, 1 << 30)
             if got is None:
@@ -153,14 +153,15 @@ def test_patched_scopes_answer_as_longest_prefix_match(width, kind):
                 patched += 1
                 assert got.garbage * 2 <= got.size
             _check_walk(got, new, width, _probes(rnd, width, by_len, new))
-            d, by_len = got, new
+            d, src, by_len = got, sn, new
     assert tried >= 40 and patched >= tried // 2, (patched, tried)
 
 
 def test_a_patch_gives_up_where_its_shortcut_does_not_hold():
     site = 10 << 24
     by_len = {0: {0: _cls(1)}, 32: {site + i: _cls(2 + i % 3) for i in range(300)}}
-    d = _fresh_scope(_scope(by_len, 4), IDS, CID).dir
+    code = _fresh_scope(_scope(by_len, 4), IDS, CID)
+    d, src = code.dir, code.src
     assert d is not None and d.skip > 0
     for change in ({0: {0: _cls(7)}},  # the /0's class: every entry's fallback
                    {8: {site: _cls(7)}},  # a prefix as short as the shared bits
@@ -169,10 +170,10 @@ def test_a_patch_gives_up_where_its_shortcut_does_not_hold():
         for p, g in change.items():
             new.setdefault(p, {}).update(g)
         sn = _scope(new, 4)
-        assert patch(d, sn, list(IDS), scope_delta(d.src, sn, 10**9), 1 << 30) is None, change
+        assert patch(d, sn, list(IDS), scope_delta(src, sn, 10**9), 1 << 30) is None, change
     new = {0: by_len[0], 32: {**by_len[32], site + 400: _cls(9)}}  # inside the shared bits
     sn = _scope(new, 4)
-    delta = scope_delta(d.src, sn, 10**9)
+    delta = scope_delta(src, sn, 10**9)
     assert patch(d, sn, list(IDS), delta, d.size - 1) is None  # no room
     assert patch(d, sn, list(IDS), delta, d.size) is not None
 
@@ -257,3 +258,30 @@ def test_a_record_carries_what_patching_needs(family, monkeypatch):
     again = encode.load_generations(encode.dump_generations({}, [from_record, None]))[1][0]
     assert again.maps == from_record.maps
     assert again.scopes.keys() == {k for k, c in from_record.scopes.items() if c.dir is not None}  # DIR ones only
+
+
+@pytest.mark.parametrize("with_native", [True, False])
+def test_dir_runs_turn_the_old_entries_into_the_new(with_native, monkeypatch):
+    """encode._dir_runs, written over the old entries (and past their end,
+    where the new ones grew), gives the new entries: a few changes, changes
+    all over (the native search, runs coalesced), none; with and without
+    the native helper."""
+    if with_native and scopediff.native() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{scopediff.NATIVE_LIB} was not built (make -C bpf)")
+        pytest.skip(f"{scopediff.NATIVE_LIB} not built (make -C bpf)")
+    if not with_native:
+        monkeypatch.setattr(encode, "native", lambda: None)
+    rnd = random.Random(5)
+    for trial in range(100):
+        n = 4 * rnd.choice((100, 5000, 300_000))
+        old = rnd.randbytes(n)
+        new = bytearray(old)
+        for _ in range(rnd.choice((0, 1, 3, 50, 2000))):
+            new[rnd.randrange(n)] ^= 1
+        grown = rnd.randbytes(rnd.choice((0, 64)))
+        new = bytes(new) + grown
+        written = bytearray(old) + bytes(len(grown))
+        for first, blob in encode._dir_runs(10, old, new):
+            written[4 * (first - 10):4 * (first - 10) + len(blob)] = blob
+        assert bytes(written) == new, trial
