@@ -27,14 +27,12 @@ from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cffi import FFI
-
 from hepbpf.compiler.alloc import gc_paused
 from hepbpf.compiler.mapimage import CHAIN_INGRESS, MapImage
 from hepbpf.compiler.packet import Packet
 from hepbpf.compiler.reasons import REASON_NAMES
 
-from . import abi, conntrack
+from . import abi, conntrack, libbpf
 from .encode import (CT_DEFAULT_SIZE, Capacity, Changes, Content, EncodedImage, EventSettings, Placement,
                      content, encode, hostaddr_lines, local_key, local_net)
 from .frames import frame
@@ -98,14 +96,8 @@ def _keep_freed_memory() -> None:
     100,000 /32s), and by default each copy is a fresh mmap whose 256 page
     faults cost 0.4 ms of a 1 ms update. Up to KEEP_FREED stays with the
     process. Once per process; a libc without mallopt keeps its defaults."""
-    ffi = FFI()
-    ffi.cdef("int mallopt(int param, int value);")
-    try:
-        libc = ffi.dlopen(None)
-        libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED)
-        libc.mallopt(M_TRIM_THRESHOLD, 2 * KEEP_FREED)
-    except (OSError, AttributeError):
-        pass
+    libbpf.mallopt(M_MMAP_THRESHOLD, KEEP_FREED)
+    libbpf.mallopt(M_TRIM_THRESHOLD, 2 * KEEP_FREED)
 
 
 class Generations:

@@ -571,9 +571,11 @@ int ring_buffer__consume(struct ring_buffer *rb);
 int ring_buffer__epoll_fd(const struct ring_buffer *rb);
 void ring_buffer__free(struct ring_buffer *rb);
 
-/* libc, for libbpf's print callback and the one raw bpf(2) call */
+/* libc, for libbpf's print callback, the one raw bpf(2) call, and the
+   allocator setting of updates (datapath._keep_freed_memory) */
 int vsnprintf(char *str, size_t size, const char *format, void *ap);
 long syscall(long number, ...);
+int mallopt(int param, int value);
 """
 
 ffi = FFI()
@@ -838,6 +840,14 @@ def map_info(fd: int) -> MapInfo:
 def num_possible_cpus() -> int:
     """Per-CPU map values hold one slot per *possible* CPU (not online)."""
     return _call("libbpf_num_possible_cpus", lib.libbpf_num_possible_cpus)
+
+
+def mallopt(param: int, value: int) -> bool:
+    """glibc's mallopt(); False where the libc has none."""
+    try:
+        return bool(_libc.mallopt(param, value))
+    except AttributeError:
+        return False
 
 
 def libbpf_version() -> str:
