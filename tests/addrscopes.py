@@ -26,9 +26,9 @@ def per_cidr_policy(nets: list[str]) -> str:
     return hep() + gnp("p", "selector: all()\ningress:\n" + "\n".join(rules) + "\n")
 
 
-def netset_policy(nets: list[str]) -> str:
-    """The CIDRs as one GlobalNetworkSet, denied by a policy that allows
-    the rest of 10.0.0.0/16."""
+def netset_policy(nets: list[str], allow: str = "source: {nets: [10.0.0.0/16]}") -> str:
+    """The CIDRs as one GlobalNetworkSet, denied by a policy that then
+    allows TCP matching ``allow`` (by default, the rest of 10.0.0.0/16)."""
     body = "\n".join(f"  - {n}" for n in nets)
     netset = f"""
 apiVersion: projectcalico.org/v3
@@ -41,11 +41,11 @@ spec:
 {body}
 ---
 """
-    return hep() + netset + gnp("p", """
+    return hep() + netset + gnp("p", f"""
 selector: all()
 ingress:
-- {action: Deny, protocol: TCP, source: {selector: role == 'many'}}
-- {action: Allow, protocol: TCP, source: {nets: [10.0.0.0/16]}}
+- {{action: Deny, protocol: TCP, source: {{selector: role == 'many'}}}}
+- {{action: Allow, protocol: TCP, {allow}}}
 """)
 
 

@@ -14,7 +14,8 @@ import pytest
 from hepbpf.vm.lab import NODE4
 from hepbpf.vm.probe import PacketSpec, probe
 
-from ..cases import IFACE, NODE, deny_then_allow, gnp, hep
+from ..addrscopes import netset_policy
+from ..cases import IFACE, NODE, deny_then_allow
 from .conftest import hepbpf, status
 
 pytestmark = pytest.mark.netns
@@ -90,27 +91,6 @@ def test_apply_needs_an_attached_interface(lab, tmp_path):
     assert res.returncode == 1 and "not attached" in res.stderr
 
 
-def _set_policy(nets: list[str]) -> str:
-    body = "\n".join(f"  - {n}" for n in nets)
-    return hep() + f"""
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkSet
-metadata:
-  name: blocked
-  labels: {{role: blocked}}
-spec:
-  nets:
-{body}
----
-""" + gnp("guard", f"""
-selector: role == "node"
-types: [Ingress]
-ingress:
-- {{action: Deny, protocol: TCP, source: {{selector: role == 'blocked'}}}}
-- {{action: Allow, protocol: TCP, destination: {{ports: [{PORT_A}]}}}}
-""")
-
-
 def test_apply_patches_a_large_set_from_the_record(lab, tmp_path):
     """One CIDR in or out of a 5,000-CIDR GlobalNetworkSet through `hepbpf
     apply` (a new process each time, starting from the generation record):
@@ -121,8 +101,9 @@ def test_apply_patches_a_large_set_from_the_record(lab, tmp_path):
     near = ipaddress.ip_network(f"{client}/18", strict=False)
     others = [f"{a}/32" for a in itertools.islice((h for h in near.hosts() if str(h) != client), 5000)]
     plain, blocked = tmp_path / "plain.yaml", tmp_path / "blocked.yaml"
-    plain.write_text(_set_policy(others))
-    blocked.write_text(_set_policy(others[1:] + [f"{client}/32"]))
+    to_a = f"destination: {{ports: [{PORT_A}]}}"
+    plain.write_text(netset_policy(others, allow=to_a))
+    blocked.write_text(netset_policy(others[1:] + [f"{client}/32"], allow=to_a))
     try:
         hepbpf(lab, "attach", IFACE, str(plain), "--node", NODE)
         assert send(lab, PORT_A, 2, 41000) == [True, True]
